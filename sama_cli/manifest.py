@@ -151,3 +151,17 @@ def write_manifest(rows: Iterable[dict[str, Any]], path: str | Path) -> None:
 
 def is_manifest_path(path: str | Path) -> bool:
     return str(path) == "-" or str(path).endswith((".jsonl", ".ndjson"))
+
+
+EDIT_PROMPT_PREFIX = "[Video edit] "  # release --prompt-prefix; training prompts carry it too
+
+
+def row_prompt(row: dict[str, Any]) -> str:
+    """The text a row is trained/edited with: an explicit `prompt` wins; edit rows get the release's
+    `[Video edit] ` prefix before the instruction; t2v rows use their caption (stage-0 rows whose source
+    is a perturbed clip carry their task prefix in `prompt`, written by `sama perturb --mix`)."""
+    if isinstance(row.get("prompt"), str):
+        return row["prompt"]
+    if row["kind"] in ("video_edit", "image_edit"):
+        return EDIT_PROMPT_PREFIX + row["instruction"].strip()
+    return row["caption"]
