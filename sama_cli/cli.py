@@ -11,10 +11,9 @@ import os
 import sys
 
 import typer
-
-from sama_cli import __version__
 from rich.markup import escape
 
+from sama_cli import __version__
 from sama_cli.console import err
 from sama_cli.errors import EXIT_INTERRUPTED, SamaError
 
@@ -28,6 +27,7 @@ app = typer.Typer(
 )
 
 _COMMAND_MODULES: tuple[str, ...] = (
+    "train",
 )
 
 _state = {"debug": os.environ.get("SAMA_DEBUG") == "1"}

@@ -76,7 +76,8 @@ class LossParts:
     semantic: torch.Tensor  # L_sem: L1 on the semantic head (0 when there are no semantic tokens)
 
     def as_floats(self) -> dict[str, float]:
-        return {"loss": float(self.total), "loss_fm": float(self.flow), "loss_sem": float(self.semantic)}
+        return {"loss": float(self.total.detach()), "loss_fm": float(self.flow.detach()),
+                "loss_sem": float(self.semantic.detach())}
 
 
 def sama_loss(video_pred: torch.Tensor, video_target: torch.Tensor, semantic_pred: torch.Tensor | None = None,

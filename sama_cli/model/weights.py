@@ -399,14 +399,15 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu", dty
 # ---- the one entry point for users --------------------------------------------------------------
 def load_model(model: str | Path | None = None, base: str | Path | None = None, *,
                device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, num_heads: int | None = None,
-               **overrides: Any) -> tuple[SamaTransformer, LoadReport]:
+               seed: int = 0, **overrides: Any) -> tuple[SamaTransformer, LoadReport]:
     """Load a SAMA model from what the user has:
     - `model` = our checkpoint (folder or file): self-contained, `base` ignored;
     - `model` = SAMA weights in the release layout (file, shards or folder), on top of `base` (a Wan
       diffusers folder or original files) when given, else self-contained (the release ships full DiT
       weights; the head count is taken as dim/128 unless `num_heads` is given);
     - only `base`: a plain Wan2.1-T2V with fresh SAMA parts (zero type embedding), to start training.
-    `overrides` set SAMA options (timestep_mode, semantic_rope, anchor_frames, ...)."""
+    `overrides` set SAMA options (timestep_mode, semantic_rope, anchor_frames, ...); `seed` initialises
+    the SAMA parts a plain base lacks."""
     if num_heads:
         overrides["num_heads"] = num_heads
     if model is not None and is_checkpoint(model):
@@ -426,7 +427,7 @@ def load_model(model: str | Path | None = None, base: str | Path | None = None, 
             fc1 = extra["semantic_projector.fc1.weight"]
             config = config.replace(semantic_dim=fc1.shape[1], semantic_mlp_hidden=fc1.shape[0])
         sd.update(extra)
-    m, report = materialize(config, sd, device=device, dtype=dtype, where=where)
+    m, report = materialize(config, sd, device=device, dtype=dtype, seed=seed, where=where)
     info(f"{where}: {report.summary()}")
     if report.unexpected:
         info(f"unexpected tensors ignored: {', '.join(report.unexpected[:5])}{' ...' if len(report.unexpected) > 5 else ''}")

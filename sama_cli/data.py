@@ -1,0 +1,166 @@
+"""Training data: manifests with cached artifacts, shape buckets, a sampler that is a pure function of
+(seed, step, rank), and collation into one-shape batches.
+
+A row contributes
+    target   `artifacts.target_latents`  (C, T, H, W) normalized latents        [required]
+    source   `artifacts.source_latents`  (C, T', H, W)                           [edit rows, perturbed stage-0 rows]
+    text     `artifacts.text`            (L, D) text embeddings, trimmed         [required]
+    anchors  `artifacts.anchors`         (65 N, S) pooled SigLIP tokens          [required when SA is on]
+Rows are grouped into buckets by (target shape, source shape): a batch is drawn from one bucket, so it
+has one shape. One-frame rows (images) use the image batch size, the rest the video batch size.
+
+The sampler keeps no state: the batch of step `s` is drawn from a generator seeded by (seed, s), and
+rank r of W takes slice r of a global batch. Resuming at step s therefore continues exactly, on any
+number of processes that divides the same global batch.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sama_cli.artifacts import load_artifact
+from sama_cli.errors import InputError
+from sama_cli.manifest import read_manifest
+
+# artifact meta key -> provenance key recorded with exported checkpoints (so `edit` finds the codec)
+PROVENANCE_KEYS = {"latents": {"codec": "codec"}, "text-embeds": {"encoder": "text_encoder"},
+                   "anchors": {"encoder": "semantic_encoder"}}
+ARTIFACT_KEYS = {"target": "target_latents", "source": "source_latents", "text": "text", "anchors": "anchors"}
+
+
+@dataclass
+class Sample:
+    id: str
+    kind: str
+    target: torch.Tensor  # (C, T, H, W)
+    text: torch.Tensor  # (L, D)
+    source: torch.Tensor | None = None  # (C, T', H, W)
+    anchors: torch.Tensor | None = None  # (N_sem, S)
+    task: str = "none"  # stage-0 pretext task, "none" for plain t2v / edit rows
+
+    @property
+    def bucket(self) -> tuple:
+        return (tuple(self.target.shape), None if self.source is None else tuple(self.source.shape),
+                None if self.anchors is None else tuple(self.anchors.shape))
+
+
+@dataclass
+class Batch:
+    target: torch.Tensor  # (B, C, T, H, W)
+    text: torch.Tensor  # (B, text_len, D), zero-padded
+    source: torch.Tensor | None  # (B, C, T', H, W)
+    anchors: torch.Tensor | None  # (B, N_sem, S)
+    ids: list[str]
+    tasks: list[str]
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> Batch:
+        mv = lambda t: None if t is None else t.to(device=device, dtype=dtype)  # noqa: E731
+        return Batch(mv(self.target), mv(self.text), mv(self.source), mv(self.anchors), self.ids, self.tasks)
+
+    def __len__(self) -> int:
+        return self.target.shape[0]
+
+
+class ArtifactDataset:
+    """All rows of the given manifests, loaded once into memory (toy and cached-latent scale; for
+    very large sets a lazy variant can keep only paths)."""
+
+    def __init__(self, manifests: list[str | Path], *, need_anchors: bool, weights: list[float] | None = None):
+        self.samples: list[Sample] = []
+        self.weights: list[float] = []
+        self.provenance: dict[str, Any] = {}  # codec / text encoder the artifacts were made with
+        for m_index, path in enumerate(manifests):
+            manifest = read_manifest(path)
+            for line, row in enumerate(manifest.rows, start=1):
+                self.samples.append(self._load_row(row, f"{path}:{line}", need_anchors, self.provenance))
+                self.weights.append(weights[m_index] if weights else 1.0)
+        if not self.samples:
+            raise InputError(f"no training rows in {', '.join(map(str, manifests))}")
+        self.buckets: dict[tuple, list[int]] = defaultdict(list)
+        for i, s in enumerate(self.samples):
+            self.buckets[s.bucket].append(i)
+        self.bucket_keys = sorted(self.buckets, key=repr)  # a fixed order, independent of dict history
+
+    @staticmethod
+    def _load_row(row: dict[str, Any], where: str, need_anchors: bool, provenance: dict[str, Any]) -> Sample:
+        arts = row.get("artifacts") or {}
+
+        def get(name: str, kind: str, tensor: str, required: bool) -> torch.Tensor | None:
+            path = arts.get(ARTIFACT_KEYS[name])
+            if path is None:
+                if required:
+                    raise InputError(f"{where}: row {row['id']!r} has no artifacts.{ARTIFACT_KEYS[name]} "
+                                     f"(run `sama encode`{' and `sama anchor`' if name == 'anchors' else ''} first)")
+                return None
+            art = load_artifact(path, kind)
+            for key in PROVENANCE_KEYS.get(kind, ()):
+                if key in art.meta:
+                    provenance.setdefault(PROVENANCE_KEYS[kind][key], art.meta[key])
+            return art[tensor].float()
+
+        return Sample(
+            id=row["id"], kind=row["kind"],
+            target=get("target", "latents", "latents", True),
+            text=get("text", "text-embeds", "embeds", True),
+            source=get("source", "latents", "latents", False),
+            anchors=get("anchors", "anchors", "tokens", need_anchors),
+            task=(row.get("pretext") or {}).get("task", "none") if isinstance(row.get("pretext"), dict) else "none",
+        )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
+    """A generator that depends only on (seed, step, stream): the basis of exact resume."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step * 7919 + stream * 104_729) % (2**63 - 1))
+
+
+class BucketSampler:
+    """Step -> the indices of this rank's share of that step's global batch."""
+
+    def __init__(self, dataset: ArtifactDataset, *, video_batch: int, image_batch: int, seed: int,
+                 rank: int = 0, world: int = 1):
+        self.dataset, self.seed, self.rank, self.world = dataset, seed, rank, world
+        self.video_batch, self.image_batch = video_batch, image_batch
+        mass = [sum(dataset.weights[i] for i in dataset.buckets[k]) for k in dataset.bucket_keys]
+        self.bucket_probs = torch.tensor(mass, dtype=torch.float64) / sum(mass)
+
+    def batch_size(self, key: tuple) -> int:
+        frames = key[0][1]
+        return self.image_batch if frames == 1 else self.video_batch
+
+    def indices(self, step: int) -> list[int]:
+        g = step_generator(self.seed, step, stream=1)
+        key = self.dataset.bucket_keys[int(torch.multinomial(self.bucket_probs, 1, generator=g))]
+        members = self.dataset.buckets[key]
+        per_rank = self.batch_size(key)
+        total = per_rank * self.world
+        weights = torch.tensor([self.dataset.weights[i] for i in members], dtype=torch.float64)
+        picks = torch.multinomial(weights, total, replacement=len(members) < total, generator=g)
+        chosen = [members[int(p)] for p in picks]
+        return chosen[self.rank * per_rank : (self.rank + 1) * per_rank]
+
+
+def collate(samples: list[Sample], text_len: int) -> Batch:
+    """Stack one bucket's samples; text embeddings are zero-padded (or cut) to `text_len` tokens."""
+    def pad(t: torch.Tensor) -> torch.Tensor:
+        out = t.new_zeros(text_len, t.shape[-1])
+        n = min(text_len, t.shape[0])
+        out[:n] = t[:n]
+        return out
+
+    stack = lambda xs: None if xs[0] is None else torch.stack(xs)  # noqa: E731
+    return Batch(
+        target=torch.stack([s.target for s in samples]),
+        text=torch.stack([pad(s.text) for s in samples]),
+        source=stack([s.source for s in samples]),
+        anchors=stack([s.anchors for s in samples]),
+        ids=[s.id for s in samples],
+        tasks=[s.task for s in samples],
+    )

@@ -1,0 +1,240 @@
+"""`sama train`: two-stage SAMA training (SPEC §5-§6), the same code on two CPU cores and on a cluster.
+
+The loop reads top to bottom: batch -> noise -> forward -> loss -> backward -> clip -> (skip?) ->
+step -> EMA -> log -> checkpoint. Data order and noise are pure functions of (seed, step), so a run
+resumed from a checkpoint ends with exactly the weights of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sama_cli import checkpoint as ckpt
+from sama_cli.config import Recipe, check_files
+from sama_cli.console import info, warn
+from sama_cli.data import ArtifactDataset, BucketSampler, collate, step_generator
+from sama_cli.distributed import all_reduce_mean, choose_parallel, setup, teardown, unwrap, wrap
+from sama_cli.flow import add_noise, sama_loss, sample_training_sigmas, timestep_of, velocity_target
+from sama_cli.model.config import from_preset
+from sama_cli.model.transformer import SamaTransformer, build_model
+from sama_cli.model.weights import load_model, save_checkpoint
+from sama_cli.runtime import resolve_device
+
+LOSS_MEAN_DECAY = 0.99  # running mean used by loss-spike skipping
+SPIKE_WARMUP = 20  # steps before spike skipping starts
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    steps: int
+    final_loss: float
+    skipped: int
+    export: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    timing: dict[str, float] = field(default_factory=dict)  # mean seconds per step: data, compute, optimizer
+
+
+def lr_at(step: int, recipe: Recipe) -> float:
+    o = recipe.optim
+    if step < o.warmup_steps:
+        return o.lr * (step + 1) / o.warmup_steps
+    if o.schedule == "constant":
+        return o.lr
+    progress = (step - o.warmup_steps) / max(1, recipe.train.steps - o.warmup_steps)
+    floor = o.lr * o.min_lr_ratio
+    return floor + (o.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def build_for_training(recipe: Recipe) -> SamaTransformer:
+    """The model in fp32 on the CPU: a sama checkpoint / release weights / Wan base, or a fresh preset."""
+    m = recipe.model
+    if m.init is not None or m.base is not None:
+        model, _ = load_model(m.init, m.base, dtype=torch.float32, seed=recipe.train.seed, **m.overrides)
+        return model
+    return build_model(from_preset(m.preset, **m.overrides), seed=recipe.train.seed)
+
+
+def train(recipe: Recipe, *, on_log=None) -> TrainResult:
+    t_start = time.perf_counter()
+    check_files(recipe)
+    T = recipe.train
+    d = setup(resolve_device(T.device))
+    device = d.device
+    bf16 = T.precision == "bf16" or (T.precision == "auto" and device.type == "cuda")
+    out = Path(T.out_dir)
+    ckpt_root = out / "checkpoints"
+    if d.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+
+    # ---- model, parallelism, optimizer, EMA ------------------------------------------------------
+    model = build_for_training(recipe)
+    config = model.config
+    model.enable_gradient_checkpointing(recipe.model.gradient_checkpointing)
+    model.to(device)
+    mode = choose_parallel(T.parallel, d, model.num_parameters())
+    net = wrap(model, mode, d, mixed_bf16=bf16)
+    params = [p for p in net.parameters() if p.requires_grad]
+    o = recipe.optim
+    optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,
+                                  fused=device.type == "cuda")
+    ema = {n: p.detach().clone() for n, p in unwrap(net).named_parameters() if p.requires_grad}
+    ema_params = [p for n, p in unwrap(net).named_parameters() if p.requires_grad]
+
+    # ---- data --------------------------------------------------------------------------------------
+    dataset = ArtifactDataset(recipe.data.manifests, need_anchors=T.semantic, weights=recipe.data.weights or None)
+    sampler = BucketSampler(dataset, video_batch=recipe.data.video_batch, image_batch=recipe.data.image_batch,
+                            seed=T.seed, rank=d.rank, world=d.world)
+    info(f"{recipe.name}: {model.num_parameters() / 1e6:.2f}M params, {len(dataset)} rows in "
+         f"{len(dataset.buckets)} buckets, parallel={mode}, world={d.world}, device={device}")
+
+    # ---- resume ------------------------------------------------------------------------------------
+    state: dict[str, Any] = {"loss_mean": None, "skipped": 0, "skipped_nonfinite": 0, "skipped_spike": 0}
+    start = 0
+    last = ckpt.latest(ckpt_root) if T.resume else None
+    if last is not None:
+        state.update(ckpt.load(last, net, optimizer, ema, d))
+        start = state.pop("step")
+        state.pop("world", None)
+        info(f"resumed from {last} at step {start}")
+
+    metrics_path = out / "metrics.jsonl"
+    metrics = open(metrics_path, "a") if d.is_main else None  # noqa: SIM115 - closed at the end
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 and mode != "fsdp" else contextlib.nullcontext()
+    timing = {"data": 0.0, "compute": 0.0, "optimizer": 0.0}
+    loss_value = float("nan")
+    step = start
+    try:
+        for step in range(start, T.steps):
+            lr = lr_at(step, recipe)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            t0 = time.perf_counter()
+            parts_sum = {"loss": 0.0, "loss_fm": 0.0, "loss_sem": 0.0}
+            n_samples = 0
+            for micro in range(o.accumulate):
+                # -- batch and noise: pure functions of (seed, step, micro, rank)
+                tick = step * o.accumulate + micro
+                batch = collate([dataset.samples[i] for i in sampler.indices(tick)], config.text_len)
+                batch = batch.to(device, torch.float32)
+                g = step_generator(T.seed, tick, stream=2 + d.rank)
+                b = len(batch)
+                sigma = sample_training_sigmas(b, g, T.shift)
+                eps = torch.randn(batch.target.shape, generator=g).to(device)
+                x_t = add_noise(batch.target, eps, sigma.to(device))
+                sem_in = sem_target = None
+                if T.semantic and batch.anchors is not None:
+                    eps_s = torch.randn(batch.anchors.shape, generator=g).to(device)
+                    sem_in = add_noise(batch.anchors, eps_s, sigma.to(device))
+                    sem_target = velocity_target(batch.anchors, eps_s)
+                text = batch.text
+                if recipe.data.drop_text > 0:
+                    keep = (torch.rand(b, generator=g) >= recipe.data.drop_text).to(device, text.dtype)
+                    text = text * keep[:, None, None]
+                timing["data"] += time.perf_counter() - t0
+                # -- forward, loss, backward
+                t1 = time.perf_counter()
+                with autocast:
+                    pred = net(x_t, timestep_of(sigma).to(device), text, source_latents=batch.source,
+                               semantic_latents=sem_in)
+                parts = sama_loss(pred.video, velocity_target(batch.target, eps), pred.semantic, sem_target,
+                                  T.semantic_weight)
+                (parts.total / o.accumulate).backward()
+                for k, v in parts.as_floats().items():
+                    parts_sum[k] += v / o.accumulate
+                n_samples += b
+                timing["compute"] += time.perf_counter() - t1
+                t0 = time.perf_counter()
+
+            # -- clip, skip or step, EMA
+            t2 = time.perf_counter()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, o.grad_clip)
+            grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+            loss_value = float(all_reduce_mean(torch.tensor(parts_sum["loss"], device=device)))
+            mean = state["loss_mean"]
+            spike = (mean is not None and step >= SPIKE_WARMUP
+                     and loss_value > o.skip_loss_spike * mean)
+            nonfinite = not math.isfinite(grad_norm) or not math.isfinite(loss_value) or grad_norm > o.skip_grad_norm
+            if spike or nonfinite:
+                optimizer.zero_grad(set_to_none=True)
+                state["skipped"] += 1
+                state["skipped_spike" if spike else "skipped_nonfinite"] += 1
+                warn(f"step {step}: skipped ({'loss spike' if spike else 'bad grad norm'}: loss {loss_value:.4g}, "
+                     f"grad norm {grad_norm:.4g})")
+            else:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                with torch.no_grad():
+                    decay = 0.0 if step < T.ema_start else T.ema_decay
+                    torch._foreach_lerp_(list(ema.values()), ema_params, 1.0 - decay)
+                state["loss_mean"] = loss_value if mean is None else LOSS_MEAN_DECAY * mean + (1 - LOSS_MEAN_DECAY) * loss_value
+            timing["optimizer"] += time.perf_counter() - t2
+
+            # -- log
+            done = step + 1
+            if d.is_main and (done % T.log_every == 0 or done == T.steps or done == start + 1):
+                record = {"step": done, **parts_sum, "loss": loss_value, "lr": lr, "grad_norm": grad_norm,
+                          "samples": n_samples * d.world, "skipped": state["skipped"],
+                          "time": time.perf_counter() - t_start}
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
+                if on_log is not None:
+                    on_log(record)
+            # -- checkpoint
+            if done % T.save_every == 0 or done == T.steps:
+                ckpt.save(ckpt_root, done, net, optimizer, ema, state, d, recipe.to_yaml(), T.keep_last)
+    finally:
+        if metrics is not None:
+            metrics.close()
+
+    # ---- export a consolidated inference checkpoint: raw weights and EMA ------------------------------
+    export: dict[str, str] = {}
+    full = ckpt.full_model_state(net)
+    full_ema = ckpt.full_tensors(ema)
+    if d.is_main:
+        provenance = {"recipe": recipe.name, "stage": recipe.stage, "steps": T.steps, **dataset.provenance}
+        export["model"] = str(save_checkpoint(full, out / "export" / "model", config=config, meta=provenance))
+        ema_sd = {**full, **full_ema}
+        export["ema"] = str(save_checkpoint(ema_sd, out / "export" / "ema", config=config,
+                                            meta={**provenance, "ema_decay": T.ema_decay}))
+        (out / "recipe.yaml").write_text(recipe.to_yaml())
+        plot_losses(metrics_path, out / "loss.png")
+    teardown()
+    ran = max(1, T.steps - start)
+    return TrainResult(out_dir=out, steps=T.steps, final_loss=loss_value, skipped=state["skipped"], export=export,
+                       seconds=time.perf_counter() - t_start, timing={k: v / ran for k, v in timing.items()})
+
+
+def plot_losses(metrics_path: Path, png: Path) -> Path | None:
+    """A loss-curve PNG from metrics.jsonl (matplotlib is optional: without it, no picture)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    steps = [r["step"] for r in rows]
+    for key, label in (("loss", "total"), ("loss_fm", "flow (L_FM)"), ("loss_sem", "semantic (L_sem)")):
+        ax.plot(steps, [r[key] for r in rows], label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+    return png

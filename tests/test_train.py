@@ -1,0 +1,137 @@
+"""Training: the loss falls, resume is exact, a killed checkpoint write is harmless, torchrun + FSDP2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers_train import tiny_recipe_overrides, write_artifact_manifest
+
+from sama_cli import checkpoint as ckpt
+from sama_cli.config import load_recipe
+from sama_cli.errors import ConfigError
+from sama_cli.model.weights import load_checkpoint
+from sama_cli.train import train
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run(manifest: Path, out: Path, steps: int, **extra) -> object:
+    return train(load_recipe(None, tiny_recipe_overrides(manifest, out, steps, **extra)))
+
+
+def losses(out: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    model, _, _ = load_checkpoint(folder)
+    return model.state_dict()
+
+
+def test_loss_falls_and_exports(tmp_path: Path) -> None:
+    manifest = write_artifact_manifest(tmp_path / "data", with_images=True)
+    result = run(manifest, tmp_path / "run", 40)
+    curve = losses(tmp_path / "run")
+    assert len(curve) == 40
+    assert sum(curve[-8:]) / 8 < 0.85 * sum(curve[:5]) / 5
+    assert (tmp_path / "run" / "loss.png").is_file() and (tmp_path / "run" / "recipe.yaml").is_file()
+    model, _, meta = load_checkpoint(result.export["ema"])
+    assert meta["codec"] == {"name": "test"} and meta["text_encoder"] == "test-text"
+    assert meta["stage"] == 1 and model.config.preset == "tiny"
+    # keep_last=2: only the two newest complete checkpoints remain
+    assert [s for s, _ in ckpt.complete_checkpoints(tmp_path / "run" / "checkpoints")] == [39, 40]
+
+
+def test_exact_resume_including_ema_and_sampler(tmp_path: Path) -> None:
+    manifest = write_artifact_manifest(tmp_path / "data")
+    straight = run(manifest, tmp_path / "straight", 6)
+    run(manifest, tmp_path / "resumed", 3)  # stops after its checkpoint at step 3
+    resumed = run(manifest, tmp_path / "resumed", 6)  # picks up at step 3
+    for kind in ("model", "ema"):
+        a, b = weights(Path(straight.export[kind])), weights(Path(resumed.export[kind]))
+        for k in a:
+            assert torch.equal(a[k], b[k]), f"{kind}: {k}"
+    assert losses(tmp_path / "straight")[3:] == losses(tmp_path / "resumed")[3:]
+    ema, raw = weights(Path(straight.export["ema"])), weights(Path(straight.export["model"]))
+    assert not torch.equal(ema["backbone.proj_out.weight"], raw["backbone.proj_out.weight"])
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+import torch.distributed.checkpoint as dcp
+from sama_cli import checkpoint as ckpt
+from sama_cli.config import load_recipe
+from sama_cli.train import train
+from helpers_train import tiny_recipe_overrides
+from pathlib import Path
+real = dcp.save
+def dying_save(state, checkpoint_id):
+    if checkpoint_id.endswith("step_00000006.tmp"):
+        real(state, checkpoint_id=checkpoint_id)  # shards are on disk, metadata too: die before the rename
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(state, checkpoint_id=checkpoint_id)
+ckpt.dcp.save = dying_save
+train(load_recipe(None, tiny_recipe_overrides(Path({manifest!r}), Path({out!r}), 9)))
+"""
+
+
+def test_sigkill_during_checkpoint_write_leaves_previous_usable(tmp_path: Path) -> None:
+    manifest = write_artifact_manifest(tmp_path / "data")
+    out = tmp_path / "killed"
+    script = KILL_SCRIPT.format(tests=str(REPO / "tests"), manifest=str(manifest), out=str(out))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    root = out / "checkpoints"
+    assert (root / "step_00000006.tmp").is_dir()  # the interrupted write
+    assert [s for s, _ in ckpt.complete_checkpoints(root)] == [3]
+    resumed = run(manifest, out, 9)
+    straight = run(manifest, tmp_path / "straight", 9)
+    a, b = weights(Path(straight.export["ema"])), weights(Path(resumed.export["ema"]))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not (root / "step_00000006.tmp").exists()
+    assert [s for s, _ in ckpt.complete_checkpoints(root)] == [6, 9]
+
+
+def test_recipe_validation_names_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  stepz: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown key train.stepz"):
+        load_recipe(bad)
+    bad.write_text("optim:\n  lr: fast\n")
+    with pytest.raises(ConfigError, match=r"optim.lr must be a number"):
+        load_recipe(bad)
+    with pytest.raises(ConfigError, match=r"data.manifests\[0\] does not exist"):
+        run(tmp_path / "missing.jsonl", tmp_path / "o", 2)
+    r = load_recipe(None, ["optim.betas=[0.8, 0.9]", "train.steps=7", "model.overrides={semantic_rope: identity}"])
+    assert r.optim.betas == (0.8, 0.9) and r.train.steps == 7 and r.model.overrides == {"semantic_rope": "identity"}
+
+
+def torchrun_train(tmp_path: Path, manifest: Path, out: Path, steps: int) -> tuple[dict, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: fsdp-test\n")
+    args = tiny_recipe_overrides(manifest, out, steps, **{"train.parallel": "fsdp"})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "sama_cli", "train", str(recipe), *args, "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+def test_torchrun_fsdp2_two_processes_checkpoint_and_resume(tmp_path: Path) -> None:
+    manifest = write_artifact_manifest(tmp_path / "data")
+    out = tmp_path / "fsdp"
+    torchrun_train(tmp_path, manifest, out, 3)
+    summary, stderr = torchrun_train(tmp_path, manifest, out, 6)
+    assert summary["steps"] == 6 and "resumed from" in stderr
+    assert [s for s, _ in ckpt.complete_checkpoints(out / "checkpoints")] == [3, 6]
+    straight, _ = torchrun_train(tmp_path, manifest, tmp_path / "straight", 6)
+    a, b = weights(Path(straight["export"]["ema"])), weights(Path(summary["export"]["ema"]))
+    assert all(torch.equal(a[k], b[k]) for k in a)
