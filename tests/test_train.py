@@ -135,3 +135,14 @@ def test_torchrun_fsdp2_two_processes_checkpoint_and_resume(tmp_path: Path) -> N
     straight, _ = torchrun_train(tmp_path, manifest, tmp_path / "straight", 6)
     a, b = weights(Path(straight["export"]["ema"])), weights(Path(summary["export"]["ema"]))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_shipped_recipes_load_and_carry_the_paper_numbers() -> None:
+    recipes = sorted((REPO / "recipes").glob("*.yaml"))
+    assert len(recipes) >= 4
+    for path in recipes:
+        r = load_recipe(path)
+        if r.model.preset.startswith("wan2.1"):
+            assert r.train.semantic_weight == 0.1 and r.train.ema_decay == 0.9998 and r.train.shift == 5.0
+            assert r.data.task_ratio == [1, 2, 3, 4] and (r.data.image_batch, r.data.video_batch) == (16, 4)
+            assert r.model.overrides["anchor_frames"] == 1 and r.model.overrides["semantic_local_grid"] == 8
