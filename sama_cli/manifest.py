@@ -8,6 +8,8 @@ Row schema (see README, "Manifests"):
     instruction  edit instruction (edit kinds)
     caption      caption (t2v)
     split        optional: "train" | "heldout"
+    output       optional: an edited video (written by `sama edit --manifest`)
+    scene        optional: the toy world's scene record (JSON)
     artifacts    optional dict name -> path, filled in by encode/anchor/perturb
                  (source_latents, target_latents, text, anchors, ...)
 Any other key is carried through unchanged. Relative paths resolve against the manifest's folder; in
@@ -29,7 +31,7 @@ from sama_cli.artifacts import atomic_write_text
 from sama_cli.errors import InputError
 
 ROW_KINDS = ("video_edit", "image_edit", "t2v")
-PATH_KEYS = ("source", "target")
+PATH_KEYS = ("source", "target", "output", "scene")
 
 
 @dataclass

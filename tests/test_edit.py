@@ -1,0 +1,133 @@
+"""`sama edit` end to end with tiny models saved in the real on-disk formats."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REAL_FIXTURES
+
+from sama_cli.editing import EditSettings
+from sama_cli.loading import load_editor
+from sama_cli.model.config import from_preset
+from sama_cli.model.text_encoder import save_tiny_text_encoder
+from sama_cli.model.transformer import build_model
+from sama_cli.model.vae import tiny_vae
+from sama_cli.model.weights import export_release, save_checkpoint
+from sama_cli.sampling import SamplingConfig
+from sama_cli.video_io import probe, read_video, resize_frames, write_video
+
+REPO = Path(__file__).resolve().parent.parent
+CLIP = REAL_FIXTURES / "remove-04-source.mp4"
+FAST = ["--steps", "2", "--size", "64x32", "--max-frames", "9", "--device", "cpu"]
+
+
+def sama(*args, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sama_cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory) -> dict[str, Path]:
+    """A sama checkpoint that records its VAE and text encoder, a diffusers-format Wan root, and the
+    same SAMA weights in the release layout."""
+    root = tmp_path_factory.mktemp("kit")
+    # Wan's text length and 65 semantic tokens, which a model loaded from a Wan base also gets
+    model = build_model(from_preset("tiny", text_len=512, semantic_local_grid=8), seed=0)
+    with torch.no_grad():
+        model.type_embedding.weight.normal_(0, 0.1)
+    ckpt = save_checkpoint(model, root / "ckpt", meta={"codec": "vae", "text_encoder": "."})
+    tiny_vae().save_pretrained(ckpt / "vae")
+    save_tiny_text_encoder(ckpt)
+    wan = root / "Wan-Diffusers"
+    model.backbone.save_pretrained(wan / "transformer")
+    shutil.copytree(ckpt / "vae", wan / "vae")
+    shutil.copytree(ckpt / "text_encoder", wan / "text_encoder")
+    shutil.copytree(ckpt / "tokenizer", wan / "tokenizer")
+    release = export_release(model, root / "sama_release.safetensors")
+    bigger = build_model(from_preset("tiny", dim=64, num_heads=4, text_len=512, semantic_local_grid=8), seed=0)
+    wrong = export_release(bigger, root / "wrong_size.safetensors")
+    return {"ckpt": ckpt, "wan": wan, "release": release, "wrong": wrong, "root": root}
+
+
+def test_edit_with_our_checkpoint_keeps_length_and_fps(kit, tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    res = sama("edit", CLIP, "remove the cup", "-o", out, "--model", kit["ckpt"], "--side-by-side", "--json", *FAST)
+    assert res.returncode == 0, res.stderr
+    info = probe(out)
+    src = probe(CLIP)
+    assert info.frames == 9 and info.fps == src.fps and (info.height, info.width) == (64, 32)
+    summary = json.loads(res.stdout)
+    assert summary["frames"] == 9 and summary["steps"] == 2 and summary["padded_frames"] == 0
+    assert set(summary["seconds"]) >= {"text", "encode", "denoise", "decode", "io", "total"}
+    assert probe(out.with_suffix(".sbs.mp4")).width == 64  # source | edit
+
+
+def test_release_weights_on_a_diffusers_base_give_the_same_edit(kit) -> None:
+    """Same weights through two loading paths (our checkpoint; release layout on a Wan diffusers root
+    that also supplies the VAE and text encoder): the same edit, exactly."""
+    frames = resize_frames(read_video(CLIP, max_frames=9).frames, (64, 32))
+    ours = load_editor(model=str(kit["ckpt"]), device="cpu")
+    release = load_editor(model=str(kit["release"]), base=str(kit["wan"]), device="cpu")
+    a, _ = ours.edit_frames(frames, "remove the cup", SamplingConfig(steps=2), EditSettings())
+    b, _ = release.edit_frames(frames, "remove the cup", SamplingConfig(steps=2), EditSettings())
+    assert a.shape == frames.shape and torch.equal(a, b)
+
+
+def test_frame_count_not_4k1_is_padded_and_trimmed(kit, tmp_path: Path) -> None:
+    out = tmp_path / "seven.mp4"
+    res = sama("edit", CLIP, "remove the cup", "-o", out, "--model", kit["ckpt"], "--json",
+               *FAST[:-4], "--max-frames", "7", "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["padded_frames"] == 2 and probe(out).frames == 7
+
+
+@pytest.mark.parametrize("case", ["corrupt", "empty-instruction", "wrong-size", "no-model", "bad-size"])
+def test_bad_inputs_fail_cleanly_without_output(kit, tmp_path: Path, case: str) -> None:
+    out = tmp_path / "out.mp4"
+    clip, text, extra = CLIP, "remove the cup", ["--model", kit["ckpt"]]
+    if case == "corrupt":
+        clip = tmp_path / "broken.mp4"
+        clip.write_bytes(CLIP.read_bytes()[:3000])
+    elif case == "empty-instruction":
+        text = "   "
+    elif case == "wrong-size":
+        extra = ["--model", kit["wrong"], "--base", kit["wan"]]
+    elif case == "no-model":
+        extra = []
+    res = sama("edit", clip, text, "-o", out, *extra, *(FAST if case != "bad-size" else ["--size", "50x30"]))
+    assert res.returncode == 2, res.stderr
+    message = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(message) == 1, res.stderr
+    expected = {"corrupt": "broken.mp4", "empty-instruction": "instruction is empty",
+                "wrong-size": "shape mismatch", "no-model": "no model given", "bad-size": "multiples of 32"}[case]
+    assert expected in message[0]
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_batch_manifest_resumes_and_survives_a_bad_row(kit, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 5000)
+    manifest = tmp_path / "rows.jsonl"
+    rows = [{"id": "good", "kind": "video_edit", "source": str(CLIP), "instruction": "remove the cup"},
+            {"id": "bad", "kind": "video_edit", "source": "broken.mp4", "instruction": "remove the cup"}]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "edits"
+    res = sama("edit", "--manifest", manifest, "-o", out, "--model", kit["ckpt"], "--json", *FAST)
+    assert res.returncode == 1, res.stderr
+    summary = json.loads(res.stdout)
+    assert [d["id"] for d in summary["done"]] == ["good"] and [f["id"] for f in summary["failed"]] == ["bad"]
+    assert (out / "good.mp4").is_file() and not (out / "bad.mp4").exists()
+    written = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in written] == ["good"] and written[0]["output"] == "good.mp4"
+    broken.unlink()
+    write_video(broken, read_video(CLIP, max_frames=9).frames, 24)  # fix the bad row, run again
+    res = sama("edit", "--manifest", manifest, "-o", out, "--model", kit["ckpt"], "--json", *FAST)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["skipped"] == 1 and [d["id"] for d in summary["done"]] == ["bad"]
