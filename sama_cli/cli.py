@@ -27,6 +27,7 @@ app = typer.Typer(
 )
 
 _COMMAND_MODULES: tuple[str, ...] = (
+    "synth",
     "edit",
     "train",
 )

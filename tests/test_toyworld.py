@@ -1,0 +1,124 @@
+"""The toy world: determinism, exact ground truth, held-out split, the oracle, `sama synth`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sama_cli.errors import InputError
+from sama_cli.manifest import read_manifest
+from sama_cli.toyworld import (
+    HELDOUT_COMBOS,
+    PALETTE,
+    Edit,
+    Scene,
+    edit_mask,
+    generate,
+    load_scene_record,
+    object_masks,
+    oracle_scores,
+    render,
+)
+from sama_cli.video_io import read_video
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return generate(36, 6, 4, seed=5, size=32, frames=9)
+
+
+def test_deterministic_by_seed(samples) -> None:
+    again = generate(36, 6, 4, seed=5, size=32, frames=9)
+    assert [s.record(8) for s in samples] == [s.record(8) for s in again]
+    other = generate(36, 6, 4, seed=6, size=32, frames=9)
+    assert [s.record(8) for s in samples] != [s.record(8) for s in other]
+    # a sample does not depend on how many others there are
+    assert generate(3, 0, 0, seed=5)[2].record(8) == samples[2].record(8)
+
+
+def test_target_differs_from_source_exactly_inside_the_edit_mask(samples) -> None:
+    kinds = set()
+    for s in samples:
+        if s.kind == "t2v":
+            continue
+        kinds.add(s.edit.kind)
+        a, b, mask = render(s.source), render(s.target), edit_mask(s.source, s.target, s.edit)
+        changed = (a != b).any(-1)
+        assert not (changed & ~mask).any(), f"{s.id}: pixels changed outside the edit mask"
+        assert changed.any(), f"{s.id}: the edit changed nothing"
+    assert kinds == {"recolour", "replace", "remove", "add", "background", "style"}
+
+
+def test_masks_match_renders_and_objects_stay_in_frame(samples) -> None:
+    for s in samples[:10]:
+        frames, masks = render(s.target), object_masks(s.target)
+        for i, obj in enumerate(s.target.objects):
+            if s.target.style is None and (masks == i).any():
+                assert (frames[masks == i] == torch.tensor(PALETTE[obj.colour], dtype=torch.uint8)).all()
+            for t in range(s.target.frames):
+                cx, cy = obj.centre(t, s.target.width, s.target.height)
+                assert obj.radius - 1e-6 <= cx <= s.target.width - obj.radius + 1e-6
+                assert obj.radius - 1e-6 <= cy <= s.target.height - obj.radius + 1e-6
+
+
+def test_heldout_combos_never_appear_as_post_edit_objects_in_train(samples) -> None:
+    seen_heldout = 0
+    for s in samples:
+        if s.kind == "t2v" or s.edit.new_index is None:
+            continue
+        obj = s.target.objects[s.edit.new_index]
+        if s.split == "train":
+            assert (obj.colour, obj.shape) not in HELDOUT_COMBOS
+        else:
+            assert (obj.colour, obj.shape) in HELDOUT_COMBOS
+            seen_heldout += 1
+    assert seen_heldout > 0
+
+
+def test_oracle_perfect_for_truth_lower_for_source_and_wrong_edit(samples) -> None:
+    s = next(x for x in samples if x.kind == "video_edit" and x.edit.kind == "recolour")
+    record = s.record(8)
+    truth = oracle_scores(render(s.target), record)
+    assert truth["edit_accuracy"] == 1.0 and truth["psnr"] == 100.0 and truth["preservation_psnr"] == 100.0
+    assert truth["trajectory_error"] < 1.0
+    untouched = oracle_scores(render(s.source), record)
+    assert untouched["edit_accuracy"] < 0.6 and untouched["psnr"] < truth["psnr"]
+    wrong_colour = next(c for c in PALETTE if c not in (s.target.objects[s.edit.new_index].colour,
+                                                        s.source.objects[s.edit.target_index].colour))
+    wrong = Scene.from_dict(record["target"])
+    wrong.objects[s.edit.new_index].colour = wrong_colour
+    bad = oracle_scores(render(wrong), record)
+    assert bad["edit_accuracy"] < 0.6 and bad["trajectory_error"] > truth["trajectory_error"] + 3
+    with pytest.raises(InputError, match="shape"):
+        oracle_scores(render(s.target)[:4], record)
+
+
+def test_synth_cli_writes_lossless_videos_and_a_valid_manifest(tmp_path: Path) -> None:
+    out = tmp_path / "toy"
+    proc = subprocess.run([sys.executable, "-m", "sama_cli", "synth", str(out), "--clips", "8", "--images", "2",
+                           "--t2v", "2", "--seed", "3", "--json"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["rows"] == 12 and summary["kinds"] == {"video_edit": 8, "image_edit": 2, "t2v": 2}
+    manifest = read_manifest(out / "manifest.jsonl")  # validates kinds and that every file exists
+    row = next(r for r in manifest.rows if r["kind"] == "video_edit")
+    record = load_scene_record(row["scene"])
+    assert torch.equal(read_video(row["target"]).frames, render(Scene.from_dict(record["target"])))
+    assert torch.equal(read_video(row["source"]).frames, render(Scene.from_dict(record["source"])))
+    assert record["instruction"] == row["instruction"] and Edit(**record["edit"]).kind == row["edit"]
+    image = next(r for r in manifest.rows if r["kind"] == "image_edit")
+    assert read_video(image["source"]).frames.shape == (1, 32, 32, 3)
+    again = tmp_path / "again"
+    subprocess.run([sys.executable, "-m", "sama_cli", "synth", str(again), "--clips", "8", "--images", "2",
+                    "--t2v", "2", "--seed", "3"], capture_output=True, text=True, timeout=120, check=True)
+    assert (again / "manifest.jsonl").read_text() == (out / "manifest.jsonl").read_text()
+    bad = subprocess.run([sys.executable, "-m", "sama_cli", "synth", str(tmp_path / "x"), "--frames", "8"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "4k+1" in bad.stderr and not (tmp_path / "x" / "manifest.jsonl").exists()
