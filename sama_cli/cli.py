@@ -28,6 +28,7 @@ app = typer.Typer(
 
 _COMMAND_MODULES: tuple[str, ...] = (
     "synth",
+    "encode",
     "edit",
     "train",
 )

@@ -1,7 +1,7 @@
 """Reading and writing video and images: the one IO module every subcommand uses.
 
 Frames are uint8 tensors `(T, H, W, 3)` in display orientation (rotation metadata applied). PyAV
-(bundled FFmpeg) is the reader; decord is used when installed and `backend="auto"` (not for GIFs).
+(bundled FFmpeg) is the reader; decord is used when installed and `backend="auto"` for 4:2:0 streams.
 Variable-frame-rate clips decode in presentation order, and the reported fps is the stream's average
 rate. Writing is H.264 in MP4 (yuv420p, even sides: an odd side is padded by repeating the last
 row/column), or, with `lossless=True`, exact RGB H.264 (`libx264rgb`, qp 0) that reads back
@@ -48,6 +48,7 @@ class VideoInfo:
     rotation: int  # degrees, counter-clockwise, as stored in the file
     has_audio: bool
     codec: str
+    pix_fmt: str = ""
 
 
 @dataclass
@@ -117,7 +118,8 @@ def probe(path: str | Path) -> VideoInfo:
             w, h = h, w
         if frames == 0:
             raise InputError("has zero frames", path=path)
-        return VideoInfo(path, frames, fps, w, h, rotation, bool(container.streams.audio), cc.name)
+        return VideoInfo(path, frames, fps, w, h, rotation, bool(container.streams.audio), cc.name,
+                         cc.pix_fmt or "")
 
 
 def _stream_rotation(container, stream) -> int:
@@ -173,7 +175,8 @@ def read_video(path: str | Path, *, start: int = 0, end: int | None = None, max_
     info = probe(path)
     if start >= info.frames:
         raise InputError(f"start frame {start} is beyond the end ({info.frames} frames)", path=path)
-    use_decord = backend == "decord" or (backend == "auto" and path.suffix.lower() != ".gif" and _has_decord())
+    # decord decodes 4:2:0 video only (not GIFs, not the lossless RGB streams the toy world writes)
+    use_decord = backend == "decord" or (backend == "auto" and info.pix_fmt.startswith("yuv420") and _has_decord())
     if use_decord and info.rotation == 0:
         frames = _read_decord(path, info, start, end, step, max_frames)
     else:
@@ -220,7 +223,10 @@ def _read_av(path: Path, info: VideoInfo, start: int, end: int | None, step: int
 
 
 def _read_decord(path: Path, info: VideoInfo, start: int, end: int | None, step: int, max_frames: int | None) -> torch.Tensor:
-    import decord
+    try:
+        import decord
+    except ImportError:
+        raise InputError("backend 'decord' asked for but decord is not installed (pip install decord)") from None
 
     try:
         vr = decord.VideoReader(str(path), num_threads=1)

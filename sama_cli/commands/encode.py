@@ -1,0 +1,77 @@
+"""`sama encode INPUT... -o OUTDIR`: cache VAE latents (and text embeddings) as safetensors artifacts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from sama_cli.console import err
+from sama_cli.errors import EXIT_FAILED, ConfigError
+
+
+def encode(
+    inputs: list[str] = typer.Argument(..., help="Videos, images, folders, or one manifest (.jsonl, or - for stdin)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder (latents/, text/, manifest.jsonl)."),
+    vae: str = typer.Option("pixel", "--vae", help="Codec: a Wan diffusers folder, Wan2.1_VAE.pth, tiny, pixel, "
+                                                  "pixel:s4."),
+    text_encoder: str | None = typer.Option(None, "--text-encoder", help="UMT5 folder (or Wan root) or tiny; "
+                                            "encodes the rows' prompts / --prompt."),
+    prompt: str | None = typer.Option(None, "--prompt", help="A prompt to encode (file inputs)."),
+    size: str | None = typer.Option(None, "--size", help="Explicit working size HxW."),
+    bucket: bool = typer.Option(False, "--bucket", help="Resize to ~480x832 buckets (default: native size if it "
+                                "fits, else bucket)."),
+    resize: str = typer.Option("crop", "--resize", help="crop | letterbox | stretch."),
+    max_frames: int = typer.Option(81, "--max-frames", help="Read at most this many frames."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that are already cached."),
+    tiling: bool = typer.Option(False, "--tiling", help="VAE tiling for large frames."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto | fp32 | bf16."),
+    stdout: bool = typer.Option(False, "--stdout", help="Also write the output manifest's rows to stdout."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+) -> None:
+    """Encode videos/images to normalized latents; with a manifest, fill in its artifacts."""
+    import torch
+
+    from sama_cli.encode import EncodeOptions
+    from sama_cli.encode import encode as run
+    from sama_cli.manifest import dumps_rows
+    from sama_cli.model.text_encoder import load_text_encoder
+    from sama_cli.model.vae import load_codec
+    from sama_cli.runtime import resolve_device, resolve_dtype
+
+    if stdout and as_json:
+        raise ConfigError("--stdout and --json both write to stdout: choose one")
+    parsed = None
+    if size is not None:
+        try:
+            h, w = (int(v) for v in size.lower().split("x"))
+            parsed = (h, w)
+        except ValueError:
+            raise ConfigError(f"--size must look like 480x832, not {size!r}") from None
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    codec = load_codec(vae, device=dev, dtype=torch.float32 if dev.type == "cpu" else dt, tiling=tiling)
+    te = load_text_encoder(text_encoder, device=dev, dtype=torch.float32 if dev.type == "cpu" else dt) \
+        if text_encoder else None
+    opts = EncodeOptions(size=parsed, bucket=bucket, resize=resize, max_frames=max_frames, overwrite=overwrite)
+    summary, rows = run(inputs, out, codec=codec, text_encoder=te, text_spec=text_encoder, prompt=prompt,
+                        device=dev, opts=opts)
+    s = summary.as_dict()
+    err.print(f"[bold]sama encode[/bold]: {s['files']} files ({s['frames']} frames), {s['texts']} prompts, "
+              f"{s['skipped']} cached, {len(s['failed'])} failed in {s['seconds']:.1f}s"
+              + (f" -> {s['manifest']}" if s["manifest"] else ""))
+    for f in s["failed"]:
+        err.print(f"[red]failed[/red] {f['id']}: {f['error']}")
+    if stdout:
+        sys.stdout.write(dumps_rows(rows, None))
+    if as_json:
+        sys.stdout.write(json.dumps(s) + "\n")
+    if s["failed"]:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("encode", no_args_is_help=True)(encode)

@@ -1,0 +1,177 @@
+"""Latent caching (`sama encode`): videos/images -> normalized latent artifacts, prompts -> text
+artifacts, manifests -> manifests with `artifacts.*` filled in.
+
+Outputs are cached by content: an existing artifact whose metadata names the same input hash and the
+same parameters is kept (`overwrite` redoes it). Under torchrun each rank takes every WORLD-th item and
+writes a manifest part; the rank that finishes last merges the parts (parts are idempotent, so two
+ranks merging at once write the same file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sama_cli.artifacts import content_hash, is_valid_cache, save_artifact
+from sama_cli.console import progress, warn
+from sama_cli.errors import InputError, SamaError
+from sama_cli.manifest import is_manifest_path, read_manifest, row_prompt, write_manifest
+from sama_cli.video_io import IMAGE_EXTS, VIDEO_EXTS, bucket_size, read_video, resize_frames
+
+BUCKET_AREA = 480 * 832
+
+
+@dataclass
+class EncodeOptions:
+    size: tuple[int, int] | None = None  # explicit (H, W)
+    bucket: bool = False  # force ~480x832 buckets (default: native size when it fits, else bucket)
+    multiple: int = 32
+    resize: str = "crop"
+    max_frames: int | None = 81
+    overwrite: bool = False
+
+
+@dataclass
+class EncodeSummary:
+    files: int = 0
+    frames: int = 0
+    texts: int = 0
+    skipped: int = 0
+    failed: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    manifest: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"files": self.files, "frames": self.frames, "texts": self.texts, "skipped": self.skipped,
+                "failed": self.failed, "seconds": round(self.seconds, 3), "manifest": self.manifest}
+
+
+def working_size(h: int, w: int, opts: EncodeOptions) -> tuple[int, int]:
+    if opts.size is not None:
+        return opts.size
+    fits = h % opts.multiple == 0 and w % opts.multiple == 0 and h * w <= BUCKET_AREA * 1.05
+    if fits and not opts.bucket:
+        return h, w
+    return bucket_size(h, w, area=BUCKET_AREA, multiple=opts.multiple)
+
+
+class Encoder:
+    def __init__(self, codec, text_encoder=None, *, device: torch.device, opts: EncodeOptions):
+        self.codec, self.text_encoder, self.device, self.opts = codec, text_encoder, device, opts
+        self.summary = EncodeSummary()
+
+    def latents(self, src: Path, dst: Path) -> Path:
+        """Encode one video/image to `dst` (skipped when a valid cached output exists)."""
+        digest = content_hash(src)
+        opts = self.opts
+        expect = {"content_hash": digest, "codec": self.codec.describe(), "resize": opts.resize,
+                  "max_frames": opts.max_frames, "requested_size": list(opts.size) if opts.size else None,
+                  "bucket": opts.bucket}
+        if not opts.overwrite and is_valid_cache(dst, "latents", expect):
+            self.summary.skipped += 1
+            return dst
+        video = read_video(src, max_frames=opts.max_frames)
+        n = video.num_frames
+        size = working_size(video.height, video.width, opts)
+        frames = resize_frames(video.frames, size, mode=opts.resize)
+        total = self.codec.valid_frames(n)
+        if total != n:
+            warn(f"{src}: {n} frames padded to {total} by repeating the last frame (recorded in the artifact)")
+            frames = torch.cat([frames, frames[-1:].expand(total - n, *frames.shape[1:])])
+        x = frames.permute(3, 0, 1, 2).unsqueeze(0).float().div(127.5).sub(1).to(self.device)  # (1, 3, T, H, W)
+        with torch.no_grad():
+            z = self.codec.encode(x)[0].float().cpu()  # (C, t, h, w)
+        meta = {**expect, "source": str(src), "frames": n, "padded_frames": total - n, "fps": video.fps,
+                "size": list(size), "source_size": [video.height, video.width]}
+        save_artifact(dst, {"latents": z}, "latents", meta)
+        self.summary.files += 1
+        self.summary.frames += n
+        return dst
+
+    def text(self, prompt: str, dst: Path, spec: str) -> Path:
+        expect = {"prompt": prompt, "encoder": spec}
+        if not self.opts.overwrite and is_valid_cache(dst, "text-embeds", expect):
+            self.summary.skipped += 1
+            return dst
+        emb = self.text_encoder([prompt])[0]
+        save_artifact(dst, {"embeds": emb}, "text-embeds", {**expect, "tokens": emb.shape[0]})
+        self.summary.texts += 1
+        return dst
+
+
+def _expand_inputs(inputs: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in VIDEO_EXTS + IMAGE_EXTS)
+        elif p.exists():
+            files.append(p)
+        else:
+            raise InputError("no such file or folder", path=p)
+    return files
+
+
+def _shard(items: list, rank: int, world: int) -> list:
+    return [x for i, x in enumerate(items) if i % world == rank]
+
+
+def encode(inputs: list[str], out: Path, *, codec, text_encoder=None, text_spec: str | None = None,
+           prompt: str | None = None, device: torch.device, opts: EncodeOptions) -> tuple[EncodeSummary, list[dict]]:
+    """Encode files/folders or one manifest into `out`; returns the summary and the output rows."""
+    t0 = time.perf_counter()
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    enc = Encoder(codec, text_encoder, device=device, opts=opts)
+    out.mkdir(parents=True, exist_ok=True)
+    rows_out: list[dict] = []
+    if len(inputs) == 1 and is_manifest_path(inputs[0]):
+        manifest = read_manifest(inputs[0])
+        for index, row in progress(_shard(list(enumerate(manifest.rows)), rank, world), "encode"):
+            try:
+                arts = dict(row.get("artifacts") or {})
+                for key in ("source", "target"):
+                    if row.get(key):
+                        arts[f"{key}_latents"] = str(enc.latents(Path(row[key]), out / "latents" / f"{row['id']}.{key}.safetensors"))
+                if text_encoder is not None:
+                    arts["text"] = str(enc.text(row_prompt(row), out / "text" / f"{row['id']}.safetensors", text_spec))
+                rows_out.append({**row, "artifacts": arts, "_index": index})
+            except SamaError as e:
+                enc.summary.failed.append({"id": row["id"], "error": e.message})
+                warn(f"{row['id']}: {e.message}")
+        rows_out = _write_parts(out, rows_out, rank, world)
+        enc.summary.manifest = str(out / "manifest.jsonl")
+    else:
+        files = _shard(_expand_inputs(inputs), rank, world)
+        for f in progress(files, "encode"):
+            try:
+                dst = out / f"{f.stem}-{content_hash(f)[:8]}.latents.safetensors"
+                rows_out.append({"input": str(f), "latents": str(enc.latents(f, dst))})
+            except SamaError as e:
+                enc.summary.failed.append({"id": str(f), "error": e.message})
+                warn(e.message)
+        if prompt is not None and text_encoder is not None:
+            dst = out / f"prompt-{hashlib.sha256(prompt.encode()).hexdigest()[:8]}.text.safetensors"
+            rows_out.append({"prompt": prompt, "text": str(enc.text(prompt, dst, text_spec))})
+    enc.summary.seconds = time.perf_counter() - t0
+    return enc.summary, rows_out
+
+
+def _write_parts(out: Path, rows: list[dict], rank: int, world: int) -> list[dict]:
+    """One process: write the manifest. Several: write this rank's part, and merge once all exist."""
+    if world == 1:
+        clean = [{k: v for k, v in r.items() if k != "_index"} for r in rows]
+        write_manifest(clean, out / "manifest.jsonl")
+        return clean
+    write_manifest(rows, out / f"manifest.part{rank}of{world}.jsonl")
+    parts = [out / f"manifest.part{r}of{world}.jsonl" for r in range(world)]
+    if all(p.is_file() for p in parts):
+        merged = [row for p in parts for row in read_manifest(p, check_files=False).rows]
+        merged.sort(key=lambda r: r["_index"])
+        write_manifest([{k: v for k, v in r.items() if k != "_index"} for r in merged], out / "manifest.jsonl")
+    return [{k: v for k, v in r.items() if k != "_index"} for r in rows]

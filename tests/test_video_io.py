@@ -1,0 +1,216 @@
+"""Video and image IO on the real fixtures and on files the tests make."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from conftest import REAL_FIXTURES
+
+from sama_cli.errors import InputError
+from sama_cli.video_io import (
+    bucket_size,
+    frames_4k1,
+    hstack_videos,
+    pad_to_4k1,
+    probe,
+    read_frames_folder,
+    read_video,
+    resize_frames,
+    trim_to_4k1,
+    write_image,
+    write_video,
+)
+
+SOURCES = sorted(REAL_FIXTURES.glob("*-source.mp4"))
+
+
+def av_count(path: Path) -> tuple[int, float, int, int]:
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        n = sum(1 for _ in c.decode(s))
+        return n, float(s.average_rate), s.codec_context.width, s.codec_context.height
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
+def test_real_fixtures_probe_and_read(path: Path) -> None:
+    n, fps, w, h = av_count(path)
+    info = probe(path)
+    assert (info.frames, info.fps, info.width, info.height) == (n, fps, w, h)
+    assert 41 <= n <= 49 and 20 <= fps <= 24 and {h, w} == {480, 832}
+    video = read_video(path, max_frames=5)
+    assert video.frames.shape == (5, h, w, 3) and video.frames.dtype == torch.uint8 and video.fps == fps
+
+
+def test_manifest_of_fixtures_lists_real_files() -> None:
+    rows = [json.loads(line) for line in (REAL_FIXTURES / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 7 and all((REAL_FIXTURES / r["source"]).is_file() for r in rows)
+
+
+def test_bucketing_portrait_and_landscape() -> None:
+    assert bucket_size(480, 832) == (480, 832) and bucket_size(832, 480) == (832, 480)
+    assert bucket_size(1080, 1920) == (480, 832)
+    h, w = bucket_size(100, 1000)  # aspect clamped to 0.5
+    assert (h, w) == (448, 896) and h % 32 == 0 and w % 32 == 0
+    assert bucket_size(720, 720, multiple=16) == (624, 624)
+
+
+def test_frame_selection_and_backends_agree() -> None:
+    path = REAL_FIXTURES / "remove-04-source.mp4"
+    full = read_video(path, backend="av").frames
+    part = read_video(path, start=3, end=20, step=4, backend="av").frames
+    assert torch.equal(part, full[3:20:4])
+    try:
+        import decord  # noqa: F401
+    except ImportError:  # without decord, asking for it is a clear error, and auto falls back to PyAV
+        with pytest.raises(InputError, match="decord is not installed"):
+            read_video(path, backend="decord")
+        assert torch.equal(read_video(path, start=3, end=20, step=4).frames, part)
+    else:
+        dec = read_video(path, start=3, end=20, step=4, backend="decord").frames
+        assert dec.shape == part.shape and (dec.float() - part.float()).abs().mean() < 2.0
+    with pytest.raises(InputError, match="beyond the end"):
+        read_video(path, start=10_000)
+
+
+def test_lossy_and_lossless_round_trips_and_odd_sizes(tmp_path: Path) -> None:
+    clip = read_video(REAL_FIXTURES / "style-02-source.mp4", max_frames=9).frames
+    small = resize_frames(clip, (96, 160))
+    write_video(tmp_path / "lossy.mp4", small, 20)
+    back = read_video(tmp_path / "lossy.mp4")
+    mse = float(((back.frames.float() - small.float()) ** 2).mean())
+    assert back.frames.shape == small.shape and back.fps == 20 and 10 * np.log10(255**2 / mse) > 30
+    g = torch.Generator().manual_seed(0)
+    odd = torch.randint(0, 256, (5, 33, 47, 3), generator=g, dtype=torch.uint8)
+    write_video(tmp_path / "exact.mp4", odd, Fraction(30000, 1001), lossless=True)
+    exact = read_video(tmp_path / "exact.mp4")
+    assert exact.frames.shape == (5, 34, 48, 3)  # odd sides padded to even by edge repetition
+    assert torch.equal(exact.frames[:, :33, :47], odd) and torch.equal(exact.frames[:, 33, :47], odd[:, 32])
+    assert abs(exact.fps - 29.97) < 0.01
+
+
+def test_audio_is_copied_and_trimmed(tmp_path: Path) -> None:
+    src = tmp_path / "with_audio.mp4"
+    with av.open(str(src), "w") as out:
+        v = out.add_stream("libx264", rate=10)
+        v.width, v.height, v.pix_fmt = 32, 32, "yuv420p"
+        a = out.add_stream("aac", rate=16000)
+        for i in range(20):
+            f = av.VideoFrame.from_ndarray(np.full((32, 32, 3), i * 10, np.uint8), format="rgb24")
+            f.pts = i
+            for p in v.encode(f):
+                out.mux(p)
+        for p in v.encode():
+            out.mux(p)
+        t = np.arange(16000 * 2) / 16000
+        samples = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+        for i in range(0, samples.shape[1], 1024):
+            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, i : i + 1024]), format="fltp", layout="mono")
+            af.sample_rate = 16000
+            for p in a.encode(af):
+                out.mux(p)
+        for p in a.encode():
+            out.mux(p)
+    assert probe(src).has_audio
+    frames = read_video(src).frames[:10]
+    write_video(tmp_path / "edited.mp4", frames, 10, audio_from=src)
+    info = probe(tmp_path / "edited.mp4")
+    assert info.has_audio and info.frames == 10
+    with av.open(str(tmp_path / "edited.mp4")) as c:
+        audio_seconds = float(c.streams.audio[0].duration * c.streams.audio[0].time_base)
+    assert audio_seconds <= 1.2  # trimmed to the 1 s of video (plus codec padding)
+    write_video(tmp_path / "silent.mp4", frames, 10)
+    assert not probe(tmp_path / "silent.mp4").has_audio
+
+
+def test_rotation_metadata_is_applied(tmp_path: Path) -> None:
+    img = np.zeros((16, 32, 3), np.uint8)
+    img[:, :16] = 255  # left half white
+    path = tmp_path / "rotated.mp4"
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264rgb", rate=5)
+        s.width, s.height, s.pix_fmt = 32, 16, "rgb24"
+        s.options = {"qp": "0"}
+        s.set_display_rotation(90)
+        for i in range(3):
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts = i
+            for p in s.encode(f):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    info = probe(path)
+    assert info.rotation in (90, 270) and (info.width, info.height) == (16, 32)
+    frames = read_video(path).frames
+    assert frames.shape == (3, 32, 16, 3)
+    # the white half is now the top or bottom half, never the left
+    assert frames[0, :16].float().mean() != frames[0, 16:].float().mean()
+
+
+def test_images_gif_and_frame_folders(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(1)
+    img = torch.randint(0, 256, (24, 40, 3), generator=g, dtype=torch.uint8)
+    for ext in ("png", "webp"):
+        write_image(tmp_path / f"a.{ext}", img)
+    assert torch.equal(read_video(tmp_path / "a.png").frames[0], img)
+    assert read_video(tmp_path / "a.png").fps == 1.0
+    write_image(tmp_path / "a.jpg", img)
+    assert read_video(tmp_path / "a.jpg").frames.shape == (1, 24, 40, 3)
+    from PIL import Image
+
+    pics = [Image.fromarray(np.full((16, 16, 3), c, np.uint8)) for c in (0, 128, 255)]
+    pics[0].save(tmp_path / "anim.gif", save_all=True, append_images=pics[1:], duration=100)
+    gif = read_video(tmp_path / "anim.gif")
+    assert gif.frames.shape[0] == 3 and gif.frames.shape[1:] == (16, 16, 3)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in (10, 2, 1):
+        write_image(folder / f"{i}.png", torch.full((8, 8, 3), i, dtype=torch.uint8))
+    assert read_frames_folder(folder).frames[:, 0, 0, 0].tolist() == [1, 2, 10]
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "garbage", "truncated", "text"])
+def test_bad_files_are_one_line_errors_naming_the_file(tmp_path: Path, case: str) -> None:
+    path = tmp_path / f"{case}.mp4"
+    if case == "empty":
+        path.write_bytes(b"")
+    elif case == "garbage":
+        path.write_bytes(b"\x00\x01garbage" * 100)
+    elif case == "truncated":
+        data = (REAL_FIXTURES / "add-03-source.mp4").read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif case == "text":
+        path = tmp_path / "notes.txt"
+        path.write_text("hello")
+    with pytest.raises(InputError) as info:
+        read_video(path)
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message
+
+
+def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "out.mp4"
+    target.write_bytes(b"old")  # must survive a failed write untouched
+    with pytest.raises(ValueError):
+        write_video(target, torch.zeros(3, 8, 8, 3, dtype=torch.float32), 5)
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
+
+
+def test_4k1_resize_and_side_by_side() -> None:
+    assert [frames_4k1(n) for n in (1, 2, 5, 6, 9, 49)] == [1, 5, 5, 9, 9, 49]
+    clip = torch.arange(7).view(7, 1, 1, 1).expand(7, 4, 4, 3).to(torch.uint8)
+    padded, extra = pad_to_4k1(clip)
+    assert extra == 2 and padded.shape[0] == 9 and (padded[7:] == 6).all()
+    assert trim_to_4k1(clip).shape[0] == 5
+    frames = torch.full((2, 40, 80, 3), 200, dtype=torch.uint8)
+    assert resize_frames(frames, (32, 32), "crop").shape == (2, 32, 32, 3)
+    box = resize_frames(frames, (32, 32), "letterbox")
+    assert box.shape == (2, 32, 32, 3) and (box[:, 0] == 0).all() and (box[:, 16] == 200).all()
+    assert resize_frames(frames, (16, 24), "stretch").shape == (2, 16, 24, 3)
+    sbs = hstack_videos(frames, torch.zeros(3, 20, 20, 3, dtype=torch.uint8))
+    assert sbs.shape == (2, 40, 120, 3)
