@@ -28,7 +28,9 @@ from sama_cli.errors import InputError, WeightsError
 # The pixel codec's fixed normalization: uint8 video in [-1, 1] has std ~0.58 for uniform content;
 # dividing by 0.5 brings latents near unit scale without depending on the data.
 PIXEL_SCALE = 0.5
-TINY_VAE_CONFIG = dict(base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1, attn_scales=[],
+# The real VAE's layout (4 levels, 2 residual blocks each; diffusers' original-key converter assumes
+# it) at a width of 8 instead of 96.
+TINY_VAE_CONFIG = dict(base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                        temperal_downsample=[False, True, True])
 
 
@@ -136,8 +138,13 @@ def _load_original_vae(path: Path):
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
         sd = sd["state_dict"]
     converted = convert_wan_vae_to_diffusers(dict(sd))
+    try:  # Wan2.1's VAE is diffusers' default config; only the widths are read off the weights
+        widths = dict(base_dim=converted["encoder.conv_in.weight"].shape[0],
+                      z_dim=converted["post_quant_conv.weight"].shape[0])
+    except KeyError as e:
+        raise WeightsError(f"not a Wan VAE state dict (no {e})", path=path) from None
     with torch.device("meta"):
-        vae = AutoencoderKLWan()  # the default config is Wan2.1's VAE
+        vae = AutoencoderKLWan(**widths)
     missing, unexpected = vae.load_state_dict(converted, strict=False, assign=True)
     if missing or unexpected:
         raise WeightsError(f"not a Wan2.1 VAE: {len(missing)} missing, {len(unexpected)} unexpected keys "
