@@ -29,6 +29,8 @@ app = typer.Typer(
 _COMMAND_MODULES: tuple[str, ...] = (
     "synth",
     "encode",
+    "perturb",
+    "anchor",
     "edit",
     "train",
 )

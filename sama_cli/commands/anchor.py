@@ -1,0 +1,60 @@
+"""`sama anchor INPUT... -o OUTDIR`: SigLIP semantic anchors of target videos/images."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from sama_cli.console import err
+from sama_cli.errors import EXIT_FAILED, ConfigError
+
+
+def anchor(
+    inputs: list[str] = typer.Argument(..., help="Target videos/images, folders, or one manifest (- for stdin)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder (anchors/, manifest.jsonl)."),
+    encoder: str = typer.Option("tiny", "--encoder", help="A SigLIP folder (so400m-patch14-384 is the "
+                                "reference) or tiny."),
+    frames: int = typer.Option(1, "--frames", help="Anchor frames N per target (65 tokens each)."),
+    select: str = typer.Option("first", "--select", help="first (release) | uniform (paper)."),
+    grid: int = typer.Option(8, "--grid", help="Local tokens per frame = grid x grid (8 -> 64)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo cached outputs."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    stdout: bool = typer.Option(False, "--stdout", help="Also write the output manifest's rows to stdout."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+) -> None:
+    """Encode anchor frames with SigLIP and pool them to 64 local + 1 global tokens each."""
+    import torch
+
+    from sama_cli.anchors import SELECTIONS, anchor_inputs
+    from sama_cli.manifest import dumps_rows
+    from sama_cli.model.siglip import load_semantic_encoder
+    from sama_cli.runtime import resolve_device
+
+    if select not in SELECTIONS:
+        raise ConfigError(f"--select must be one of {', '.join(SELECTIONS)}, not {select!r}")
+    if frames < 1 or grid < 1:
+        raise ConfigError("--frames and --grid must be at least 1")
+    if stdout and as_json:
+        raise ConfigError("--stdout and --json both write to stdout: choose one")
+    dev = resolve_device(device)
+    enc = load_semantic_encoder(encoder, device=dev, dtype=torch.float32 if dev.type == "cpu" else torch.bfloat16,
+                                local_grid=grid)
+    summary, rows = anchor_inputs(inputs, out, enc, count=frames, how=select, overwrite=overwrite)
+    s = summary.as_dict()
+    err.print(f"[bold]sama anchor[/bold]: {s['files']} anchored, {s['skipped']} cached, {len(s['failed'])} failed "
+              f"in {s['seconds']:.1f}s" + (f" -> {s['manifest']}" if s["manifest"] else ""))
+    for f in s["failed"]:
+        err.print(f"[red]failed[/red] {f['id']}: {f['error']}")
+    if stdout:
+        sys.stdout.write(dumps_rows(rows, None))
+    if as_json:
+        sys.stdout.write(json.dumps(s) + "\n")
+    if s["failed"]:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("anchor", no_args_is_help=True)(anchor)

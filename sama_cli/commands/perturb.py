@@ -1,0 +1,78 @@
+"""`sama perturb`: motion-alignment pretexts on one clip / latent artifact, or `--mix` over a manifest."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from sama_cli.console import err
+from sama_cli.errors import ConfigError, InputError
+
+
+def _floats(text: str, n: int | None, name: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated numbers, not {text!r}") from None
+    if n is not None and len(values) != n:
+        raise ConfigError(f"{name} needs {n} numbers, not {len(values)}")
+    return values
+
+
+def perturb(
+    src: Path | None = typer.Argument(None, help="A video, a frame folder, or a latent .safetensors from encode.",
+                                      show_default=False),
+    out: Path = typer.Option(..., "-o", "--out", help="Output MP4 / .safetensors, or folder with --mix."),
+    task: str | None = typer.Option(None, "--task", help="cube-inpaint | speed | tube-shuffle."),
+    mix_manifest: str | None = typer.Option(None, "--mix", help="Stage-0 mix: perturb a manifest's t2v rows."),
+    seed: int = typer.Option(0, "--seed", help="Seed (per clip / per row id)."),
+    task_ratio: str = typer.Option("1,2,3,4", "--task-ratio", help="none:inpaint:speed:shuffle for --mix."),
+    ratio: float = typer.Option(0.3, "--ratio", help="cube-inpaint: share of the clip blacked out."),
+    mask_mode: str = typer.Option("temporal", "--mask-mode", help="cube-inpaint: temporal (release) | cube."),
+    factors: str = typer.Option("0.5,2.0", "--factors", help="speed: factors to draw from."),
+    fit: str = typer.Option("trim", "--fit", help="speed: trim (release) | pad to 4k+1 frames."),
+    splits: str = typer.Option("4,4,4", "--splits", help="tube-shuffle: T,H,W splits (release 4,4,4; paper 2,2,2)."),
+    lossless: bool = typer.Option(True, "--lossless/--lossy", help="Write perturbed videos losslessly."),
+    as_json: bool = typer.Option(False, "--json", help="Print the record / summary as JSON on stdout."),
+) -> None:
+    """Apply a motion-alignment pretext (SPEC §5); records task, parameters, seed and caption prefix."""
+    from sama_cli.perturb import mix, perturb_latent_file, perturb_video, task_options
+    from sama_cli.pretext import TASKS
+
+    split_t = tuple(int(v) for v in _floats(splits, 3, "--splits"))
+    opts = {t: task_options(t, ratio=ratio, mask_mode=mask_mode, factors=_floats(factors, None, "--factors"),
+                            fit=fit, splits=split_t) for t in TASKS}
+    if mix_manifest is not None:
+        if src is not None or task is not None:
+            raise ConfigError("--mix takes a manifest and an output folder; leave out IN and --task")
+        rows, counts = mix(mix_manifest, out, seed=seed, task_ratio=_floats(task_ratio, 4, "--task-ratio"),
+                           options=opts, lossless=lossless)
+        err.print(f"[bold]sama perturb --mix[/bold]: {len(rows)} rows, tasks {counts} -> {out / 'manifest.jsonl'}")
+        if as_json:
+            sys.stdout.write(json.dumps({"rows": len(rows), "tasks": counts, "manifest": str(out / "manifest.jsonl")})
+                             + "\n")
+        return
+    if src is None or task is None:
+        raise ConfigError("give IN and --task (or --mix MANIFEST)")
+    if task not in TASKS or task == "none":
+        raise ConfigError(f"--task must be cube-inpaint, speed or tube-shuffle, not {task!r}")
+    if not src.exists():
+        raise InputError("no such file or folder", path=src)
+    if src.suffix == ".safetensors":
+        if out.suffix != ".safetensors":
+            raise ConfigError("latents in, latents out: -o must end in .safetensors")
+        record = perturb_latent_file(src, out, task, seed, opts[task])
+    else:
+        if out.suffix.lower() != ".mp4":
+            raise ConfigError("-o must be an .mp4 file")
+        record = perturb_video(src, out, task, seed, opts[task], lossless=lossless)
+    err.print(f"[bold]sama perturb[/bold] {task}: {out} ({record.get('space')}, prefix {record['prefix']!r})")
+    if as_json:
+        sys.stdout.write(json.dumps(record) + "\n")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("perturb", no_args_is_help=True)(perturb)
