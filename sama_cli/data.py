@@ -70,13 +70,16 @@ class ArtifactDataset:
     """All rows of the given manifests, loaded once into memory (toy and cached-latent scale; for
     very large sets a lazy variant can keep only paths)."""
 
-    def __init__(self, manifests: list[str | Path], *, need_anchors: bool, weights: list[float] | None = None):
+    def __init__(self, manifests: list[str | Path], *, need_anchors: bool, weights: list[float] | None = None,
+                 splits: list[str] | None = None):
         self.samples: list[Sample] = []
         self.weights: list[float] = []
         self.provenance: dict[str, Any] = {}  # codec / text encoder the artifacts were made with
         for m_index, path in enumerate(manifests):
             manifest = read_manifest(path)
             for line, row in enumerate(manifest.rows, start=1):
+                if splits and row.get("split", "train") not in splits:
+                    continue  # e.g. held-out rows stay out of training
                 self.samples.append(self._load_row(row, f"{path}:{line}", need_anchors, self.provenance))
                 self.weights.append(weights[m_index] if weights else 1.0)
         if not self.samples:

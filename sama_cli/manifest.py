@@ -124,8 +124,10 @@ def read_manifest(path: str | Path, check_files: bool = True) -> Manifest:
 
 
 def _relativize(value: str, base: Path) -> str:
-    p = Path(value)
-    return str(p.relative_to(base)) if p.is_absolute() and p.is_relative_to(base) else value
+    """A path written relative to the manifest's folder when it lies below it, else absolute. A
+    relative path in memory means relative to the working directory."""
+    p = Path(value).expanduser().resolve()
+    return str(p.relative_to(base)) if p.is_relative_to(base) else str(p)
 
 
 def dumps_rows(rows: Iterable[dict[str, Any]], base: Path | None) -> str:
@@ -133,9 +135,9 @@ def dumps_rows(rows: Iterable[dict[str, Any]], base: Path | None) -> str:
     out = []
     for row in rows:
         row = json.loads(json.dumps(row))  # deep copy, and proof that it serializes
-        if base is not None:
-            for container, key in _row_paths(row):
-                container[key] = _relativize(container[key], base)
+        for container, key in _row_paths(row):
+            p = str(Path(container[key]).expanduser().resolve())
+            container[key] = _relativize(p, base) if base is not None else p
         out.append(json.dumps(row, ensure_ascii=False))
     return "".join(line + "\n" for line in out)
 

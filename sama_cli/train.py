@@ -90,7 +90,8 @@ def train(recipe: Recipe, *, on_log=None) -> TrainResult:
     ema_params = [p for n, p in unwrap(net).named_parameters() if p.requires_grad]
 
     # ---- data --------------------------------------------------------------------------------------
-    dataset = ArtifactDataset(recipe.data.manifests, need_anchors=T.semantic, weights=recipe.data.weights or None)
+    dataset = ArtifactDataset(recipe.data.manifests, need_anchors=T.semantic, weights=recipe.data.weights or None,
+                              splits=recipe.data.splits or None)
     sampler = BucketSampler(dataset, video_batch=recipe.data.video_batch, image_batch=recipe.data.image_batch,
                             seed=T.seed, rank=d.rank, world=d.world)
     info(f"{recipe.name}: {model.num_parameters() / 1e6:.2f}M params, {len(dataset)} rows in "

@@ -119,6 +119,10 @@ def test_synth_cli_writes_lossless_videos_and_a_valid_manifest(tmp_path: Path) -
     subprocess.run([sys.executable, "-m", "sama_cli", "synth", str(again), "--clips", "8", "--images", "2",
                     "--t2v", "2", "--seed", "3"], capture_output=True, text=True, timeout=120, check=True)
     assert (again / "manifest.jsonl").read_text() == (out / "manifest.jsonl").read_text()
+    # a relative output folder: the manifest still resolves (regression: paths were joined twice)
+    subprocess.run([sys.executable, "-m", "sama_cli", "synth", "rel", "--clips", "2", "--images", "0", "--t2v", "1"],
+                   capture_output=True, text=True, timeout=120, check=True, cwd=tmp_path)
+    assert len(read_manifest(tmp_path / "rel" / "manifest.jsonl")) == 3
     bad = subprocess.run([sys.executable, "-m", "sama_cli", "synth", str(tmp_path / "x"), "--frames", "8"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "4k+1" in bad.stderr and not (tmp_path / "x" / "manifest.jsonl").exists()
