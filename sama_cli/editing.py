@@ -1,6 +1,7 @@
 """`sama edit`: read a video, encode it, denoise the edit with SAMA, decode, write (SPEC §4).
 
-The release's inference, step by step: bucket the source to ~480x832 (sides multiple of 32), pad it
+The release's inference, step by step: bucket the source to ~480x832 (sides multiple of 32; a clip
+that already has such sides and is no larger keeps its size, the same rule as `encode`), pad it
 to the codec's frame rule by repeating the last frame, encode it to clean source latents, encode
 `"[Video edit] " + instruction` and the negative prompt `"[Video edit]"`, run the sampling loop
 (50 steps, shift 5, guidance 5, joint semantic tokens), decode, trim back to the source length and
@@ -36,7 +37,8 @@ class EditSettings:
     prompt_prefix: str = RELEASE_PROMPT_PREFIX
     negative_prompt: str = RELEASE_NEGATIVE_PROMPT
     max_frames: int = 81  # SPEC §4
-    size: tuple[int, int] | None = None  # explicit (height, width); None: bucket
+    size: tuple[int, int] | None = None  # explicit (height, width)
+    bucket: bool = False  # force the ~480x832 bucket (default: native size when it fits, as encode)
     area: int = 480 * 832
     multiple: int = 32
     resize: str = "crop"  # crop | letterbox | stretch
@@ -158,11 +160,10 @@ def repeat_last_frame(frames_thwc: torch.Tensor, total: int) -> torch.Tensor:
 
 
 def working_size(height: int, width: int, settings: EditSettings) -> tuple[int, int]:
-    from sama_cli.video_io import bucket_size
+    from sama_cli.video_io import choose_size
 
-    if settings.size is not None:
-        return settings.size
-    return bucket_size(height, width, area=settings.area, multiple=settings.multiple)
+    return choose_size(height, width, size=settings.size, bucket=settings.bucket, area=settings.area,
+                       multiple=settings.multiple)
 
 
 def edit_file(editor: Editor, src: str | Path, instruction: str, out: str | Path, sampling: SamplingConfig,

@@ -22,7 +22,7 @@ from sama_cli.artifacts import content_hash, is_valid_cache, save_artifact
 from sama_cli.console import progress, warn
 from sama_cli.errors import InputError, SamaError
 from sama_cli.manifest import is_manifest_path, read_manifest, row_prompt, write_manifest
-from sama_cli.video_io import IMAGE_EXTS, VIDEO_EXTS, bucket_size, read_video, resize_frames
+from sama_cli.video_io import IMAGE_EXTS, VIDEO_EXTS, choose_size, read_video, resize_frames
 
 BUCKET_AREA = 480 * 832
 
@@ -52,15 +52,6 @@ class EncodeSummary:
                 "failed": self.failed, "seconds": round(self.seconds, 3), "manifest": self.manifest}
 
 
-def working_size(h: int, w: int, opts: EncodeOptions) -> tuple[int, int]:
-    if opts.size is not None:
-        return opts.size
-    fits = h % opts.multiple == 0 and w % opts.multiple == 0 and h * w <= BUCKET_AREA * 1.05
-    if fits and not opts.bucket:
-        return h, w
-    return bucket_size(h, w, area=BUCKET_AREA, multiple=opts.multiple)
-
-
 class Encoder:
     def __init__(self, codec, text_encoder=None, *, device: torch.device, opts: EncodeOptions):
         self.codec, self.text_encoder, self.device, self.opts = codec, text_encoder, device, opts
@@ -78,7 +69,8 @@ class Encoder:
             return dst
         video = read_video(src, max_frames=opts.max_frames)
         n = video.num_frames
-        size = working_size(video.height, video.width, opts)
+        size = choose_size(video.height, video.width, size=opts.size, bucket=opts.bucket, area=BUCKET_AREA,
+                           multiple=opts.multiple)
         frames = resize_frames(video.frames, size, mode=opts.resize)
         total = self.codec.valid_frames(n)
         if total != n:

@@ -20,8 +20,11 @@ NO_MODEL_HELP = (
 )
 
 
-def _resolve_spec(spec: str | None, folder: Path | None) -> str | None:
-    """A spec recorded in a checkpoint: a path relative to its folder, or a name like `pixel` / `tiny`."""
+def _resolve_spec(spec: str | dict | None, folder: Path | None) -> str | None:
+    """A spec recorded in a checkpoint: a path relative to its folder, a name like `pixel:s4` / `tiny`,
+    or a codec description (its `spec`)."""
+    if isinstance(spec, dict):
+        spec = spec.get("spec")
     if spec is None or folder is None:
         return spec
     candidate = folder / spec

@@ -352,6 +352,19 @@ def bucket_size(height: int, width: int, *, area: int = 480 * 832, multiple: int
     return max(multiple, round(h / multiple) * multiple), max(multiple, round(w / multiple) * multiple)
 
 
+def choose_size(height: int, width: int, *, size: tuple[int, int] | None = None, bucket: bool = False,
+                area: int = 480 * 832, multiple: int = 32) -> tuple[int, int]:
+    """The working size, by one rule for encode and edit: an explicit size wins; else the clip's own
+    size when its sides are multiples of `multiple` and it is no larger than the bucket area; else
+    (or with `bucket`) the ~`area` bucket of its aspect ratio."""
+    if size is not None:
+        return size
+    fits = height % multiple == 0 and width % multiple == 0 and height * width <= area * 1.05
+    if fits and not bucket:
+        return height, width
+    return bucket_size(height, width, area=area, multiple=multiple)
+
+
 def resize_frames(frames: torch.Tensor, size: tuple[int, int], mode: str = "crop") -> torch.Tensor:
     """(T, H, W, 3) uint8 -> (T, h, w, 3) uint8. crop: scale to cover, centre-crop; letterbox: scale to
     fit, pad black; stretch: plain resize. Antialiased bilinear."""

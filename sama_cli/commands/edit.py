@@ -47,7 +47,9 @@ def edit(
     seed: int = typer.Option(1, help="Random seed (release default 1)."),
     negative_prompt: str = typer.Option("[Video edit]", help="Negative prompt."),
     prompt_prefix: str = typer.Option("[Video edit] ", help="Put in front of the instruction."),
-    size: str | None = typer.Option(None, help="Working size HxW (multiples of 32); default: ~480x832 bucket."),
+    size: str | None = typer.Option(None, help="Working size HxW (multiples of 32); default: the clip's size if "
+                                    "it fits, else the ~480x832 bucket."),
+    bucket: bool = typer.Option(False, "--bucket", help="Always use the ~480x832 bucket."),
     max_frames: int = typer.Option(81, help="Read at most this many frames."),
     resize: str = typer.Option("crop", help="Fit to the working size by crop | letterbox | stretch."),
     anchors: int | None = typer.Option(None, "--anchors", help="Anchor frames (semantic tokens = 65 x N)."),
@@ -75,7 +77,7 @@ def edit(
                               text_guidance=text_guidance, scheduler=scheduler, seed=seed)
     sampling.validate()
     settings = EditSettings(prompt_prefix=prompt_prefix, negative_prompt=negative_prompt, max_frames=max_frames,
-                            size=_parse_size(size), resize=resize, anchor_frames=anchors)
+                            size=_parse_size(size), bucket=bucket, resize=resize, anchor_frames=anchors)
     settings.validate()
     rows = read_manifest(manifest).rows if manifest is not None else None
     editor = load_editor(model=model, base=base, vae=vae, text_encoder=text_encoder, device=device, dtype=dtype,
