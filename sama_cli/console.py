@@ -19,7 +19,8 @@ from rich.progress import (
 
 T = TypeVar("T")
 
-err = Console(stderr=True, highlight=False)
+# soft_wrap: log lines are never broken at the terminal width, so that logs stay greppable
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def rank() -> int:

@@ -177,7 +177,9 @@ def load_codec(spec: str, *, device: str | torch.device = "cpu", dtype: torch.dt
                 vae = AutoencoderKLWan.from_pretrained(str(p))
             except (OSError, ValueError) as e:
                 raise WeightsError(f"cannot load the VAE ({e})", path=p) from None
-    vae = vae.to(device=device, dtype=dtype)
+    vae = vae.to(device=device)
+    if next(vae.parameters()).dtype != dtype:  # diffusers warns on every dtype cast, even a no-op one
+        vae = vae.to(dtype=dtype)
     if tiling:
         vae.enable_tiling()
     return WanCodec(vae, spec)
