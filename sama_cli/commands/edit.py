@@ -32,6 +32,8 @@ def edit(
     out: Path = typer.Option(..., "-o", "--out", help="Output MP4 (single edit) or folder (--manifest)."),
     manifest: Path | None = typer.Option(None, "--manifest", help="Batch mode: a JSONL manifest of edit rows "
                                          "(id, source, instruction); writes OUT/<id>.mp4, skipping finished ones."),
+    split: str | None = typer.Option(None, "--split", help="Batch mode: only rows of this split (e.g. heldout)."),
+    limit: int | None = typer.Option(None, "--limit", help="Batch mode: at most this many rows."),
     model: str | None = typer.Option(None, "--model", help="A sama checkpoint, or SAMA release weights "
                                      "(release layout; then --base points at Wan2.1-T2V-14B). Default: the "
                                      "embedded toy-world model."),
@@ -80,6 +82,8 @@ def edit(
                             size=_parse_size(size), bucket=bucket, resize=resize, anchor_frames=anchors)
     settings.validate()
     rows = read_manifest(manifest).rows if manifest is not None else None
+    if rows is not None:
+        rows = [r for r in rows if r["kind"] != "t2v" and (split is None or r.get("split") == split)][:limit]
     editor = load_editor(model=model, base=base, vae=vae, text_encoder=text_encoder, device=device, dtype=dtype,
                          offload=offload, text_encoder_cpu=text_encoder_cpu, tiling=tiling)
 
