@@ -33,6 +33,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "anchor",
     "edit",
     "train",
+    "bench",
 )
 
 _state = {"debug": os.environ.get("SAMA_DEBUG") == "1"}

@@ -295,7 +295,10 @@ def oracle_scores(pred: torch.Tensor, scene_record: dict[str, Any]) -> dict[str,
                        (the new/recoloured one; for remove/background/style edits, each remaining
                        object) and the centroid of pred pixels of its true colour near its true path
     psnr               PSNR to the true target over the whole video
+    preservation_ssim  SSIM to the true target outside the edit mask (1 = exact)
     """
+    from sama_cli.bench.metrics import ssim
+
     src, tgt = Scene.from_dict(scene_record["source"]), Scene.from_dict(scene_record["target"])
     edit = Edit(**scene_record["edit"])
     truth = render(tgt)
@@ -310,6 +313,7 @@ def oracle_scores(pred: torch.Tensor, scene_record: dict[str, Any]) -> dict[str,
         "preservation_psnr": _psnr(pred, truth, ~mask),
         "trajectory_error": _trajectory_error(pred, tgt, tracked),
         "psnr": _psnr(pred, truth),
+        "preservation_ssim": ssim(pred, truth, ~mask),
     }
 
 

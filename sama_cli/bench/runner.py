@@ -1,0 +1,136 @@
+"""`sama bench run`: pair each benchmark sample with its edited video, score it (judge or oracle) and
+the weight-free metrics, then aggregate as the benchmark does and write the report."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sama_cli.artifacts import content_hash
+from sama_cli.bench.adapters import PROMPT_VERSION, Adapter, BenchSample
+from sama_cli.bench.judges import JudgeCache
+from sama_cli.console import progress
+from sama_cli.errors import InputError, SamaError
+
+
+def attach_edits(samples: list[BenchSample], edits: Path | None, baseline: str | None) -> None:
+    """Set each sample's edited video: `DIR/<id>.mp4`, a manifest's `output` column, the source or true
+    target (`baseline`), or the fixtures' reference output."""
+    outputs: dict[str, str] = {}
+    if edits is not None and edits.is_file():
+        for i, line in enumerate(edits.read_text().splitlines(), start=1):
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                    out = Path(row["output"])
+                    outputs[str(row["id"])] = str(out if out.is_absolute() else edits.parent / out)
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise InputError(f"{edits}:{i}: an edits manifest row needs 'id' and 'output'") from None
+    elif edits is not None and not edits.is_dir():
+        raise InputError("edits not found (a folder of <id>.mp4 or a manifest with id/output)", path=edits)
+    for s in samples:
+        if baseline == "source":
+            s.edit = s.source
+        elif baseline == "target":
+            s.edit = Path(s.extra["target"]) if "target" in s.extra else None
+        elif edits is None:
+            ref = s.extra.get("reference_output")
+            s.edit = Path(ref) if ref else None
+        elif s.id in outputs:
+            s.edit = Path(outputs[s.id])
+        elif edits.is_dir():
+            s.edit = edits / f"{s.id}.mp4"
+
+
+def sample_frames(path: Path, count: int) -> np.ndarray:
+    from sama_cli.video_io import read_video
+
+    frames = read_video(path).frames
+    idx = np.linspace(0, frames.shape[0] - 1, num=min(count, frames.shape[0])).round().astype(int)
+    return frames[idx].numpy()
+
+
+def weight_free(s: BenchSample) -> dict[str, float]:
+    from sama_cli.bench.metrics import agreement, flicker, warp_error
+    from sama_cli.video_io import probe, read_video
+
+    edit = read_video(s.edit, max_frames=33).frames
+    out = {"flicker": flicker(edit), "warp_error": warp_error(edit)}
+    try:
+        out.update(agreement(probe(s.source), probe(s.edit)))
+    except SamaError:
+        pass
+    return out
+
+
+def score_one(adapter: Adapter, s: BenchSample, judge, cache: JudgeCache | None) -> dict[str, Any]:
+    row: dict[str, Any] = {"id": s.id, "category": s.category, "instruction": s.instruction,
+                           "edit": str(s.edit) if s.edit else None, "benchmark": adapter.name,
+                           "prompt_version": PROMPT_VERSION, "split": s.extra.get("split")}
+    if s.edit is None or not s.edit.is_file():
+        return {**row, "status": "failed", "error": f"no edited video for {s.id} ({s.edit})"}
+    try:
+        row["metrics"] = weight_free(s)
+        if not adapter.needs_judge:
+            from sama_cli.toyworld import load_scene_record, oracle_scores
+            from sama_cli.video_io import read_video
+
+            scores = oracle_scores(read_video(s.edit).frames, load_scene_record(s.extra["scene"]))
+            return {**row, "status": "ok", "judge": "oracle", "scores": scores, "score": scores["edit_accuracy"]}
+        keys = [c.key for c in adapter.criteria]
+        key = JudgeCache.key(adapter.name, s.id, content_hash(s.edit), judge.name, PROMPT_VERSION)
+        cached = cache.get(key) if cache else None
+        if cached is not None:
+            return {**cached, "cached": True}
+        images = list(sample_frames(s.source, adapter.frames)) + list(sample_frames(s.edit, adapter.frames))
+        result = judge.score(adapter.prompt(s), images, keys, adapter.scale, adapter.max_side)
+        row.update(judge=judge.name, raw=result.raw, attempts=result.attempts)
+        if result.scores is None:
+            row.update(status="failed", error=result.error)  # never a score: the raw replies are kept
+        else:
+            row.update(status="ok", scores=result.scores, score=adapter.sample_score(result.scores))
+            if cache:
+                cache.put(key, row)
+        return row
+    except SamaError as e:
+        return {**row, "status": "failed", "error": e.message}
+
+
+def run(adapter: Adapter, data: Path, edits: Path | None, judge, out: Path, *, limit: int | None = None,
+        workers: int = 4, baseline: str | None = None, use_cache: bool = True,
+        split: str | None = None) -> dict[str, Any]:
+    """Score every sample and write the report folder; returns the summary."""
+    from sama_cli.bench.report import write_report
+
+    t0 = time.perf_counter()
+    if adapter.needs_judge and judge is None:
+        raise InputError(f"benchmark {adapter.name!r} needs a judge: --judge openai:MODEL or local:PATH")
+    samples = adapter.samples(data)
+    if split is not None:
+        samples = [s for s in samples if s.extra.get("split", "train") == split]
+    samples = samples[:limit] if limit else samples
+    if not samples:
+        raise InputError(f"the benchmark has no samples{f' in split {split!r}' if split else ''}", path=data)
+    attach_edits(samples, edits, baseline)
+    cache = JudgeCache(out / "cache") if use_cache and adapter.needs_judge else None
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        rows = list(progress(pool.map(lambda s: score_one(adapter, s, judge, cache), samples),
+                             f"bench {adapter.name}", total=len(samples)))
+    ok = [r for r in rows if r["status"] == "ok"]
+    summary = adapter.summarize(ok)
+    summary.update(benchmark=adapter.name, judge=getattr(judge, "name", "oracle"), prompt_version=PROMPT_VERSION,
+                   failed=len(rows) - len(ok), cached=sum(1 for r in rows if r.get("cached")),
+                   seconds=round(time.perf_counter() - t0, 3), metrics=_mean_metrics(ok))
+    write_report(adapter, rows, summary, out)
+    return summary
+
+
+def _mean_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
+    keys = sorted({k for r in rows for k in r.get("metrics", {})})
+    return {k: sum(r["metrics"][k] for r in rows if k in r.get("metrics", {})) /
+            max(1, sum(1 for r in rows if k in r.get("metrics", {}))) for k in keys}

@@ -1,0 +1,141 @@
+"""`sama bench run | compare | filter`: judged and exact evaluation of edits, and data filtering."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from sama_cli.console import err
+from sama_cli.errors import EXIT_FAILED
+
+bench_app = typer.Typer(help="Evaluate edits (VIE-Bench, OpenVE-Bench, ReCo-Bench, toy, fixtures) and filter data.",
+                        no_args_is_help=True)
+
+JUDGE_HELP = ("openai:MODEL (OpenAI-compatible endpoint; key from $SAMA_JUDGE_API_KEY or $OPENAI_API_KEY) or "
+              "local:PATH (a transformers VLM folder).")
+
+
+@bench_app.command("run", no_args_is_help=True)
+def run(
+    bench: str = typer.Argument(..., help="vie | openve | reco | toy | fixtures."),
+    data: Path = typer.Option(None, "--data", help="The benchmark's folder (toy: the synth folder; fixtures: "
+                              "shared/fixtures/real by default)."),
+    edits: Path = typer.Option(None, "--edits", help="Edited videos: a folder of <id>.mp4, or a manifest with id "
+                               "and output (fixtures: the SAMA-14B outputs by default)."),
+    judge: str = typer.Option(None, "--judge", help=JUDGE_HELP),
+    base_url: str = typer.Option(None, "--base-url", help="Endpoint for openai judges (vLLM, SGLang, gateways)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Report folder."),
+    limit: int = typer.Option(None, "--limit", help="Score only the first N samples."),
+    workers: int = typer.Option(4, "--workers", help="Concurrent judge requests."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Seconds per judge request."),
+    retries: int = typer.Option(4, "--retries", help="Retries on rate limits, server errors, bad replies."),
+    backoff: float = typer.Option(1.0, "--backoff", help="First retry waits this many seconds, then doubles."),
+    split: str = typer.Option(None, "--split", help="Only samples of this split (toy: train | heldout)."),
+    baseline: str = typer.Option(None, "--baseline", help="Score the source or the true target instead (toy)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Ignore and do not write the judge cache."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+) -> None:
+    """Score edits on a benchmark and write scores, summaries, a paper-style table and bar charts."""
+    from sama_cli.bench.adapters import get_adapter
+    from sama_cli.bench.judges import make_judge
+    from sama_cli.bench.runner import run as run_bench
+
+    adapter = get_adapter(bench)
+    if data is None:
+        if bench != "fixtures":
+            raise typer.BadParameter("--data is required for this benchmark")
+        data = shared_dir() / "fixtures" / "real"
+    j = (make_judge(judge, base_url=base_url, timeout=timeout, retries=retries, backoff=backoff)
+         if adapter.needs_judge else None)
+    summary = run_bench(adapter, data, edits, j, out, limit=limit, workers=workers, baseline=baseline,
+                        use_cache=not no_cache, split=split)
+    err.print((out / "report.md").read_text())
+    err.print(f"report: {out}")
+    if as_json:
+        sys.stdout.write(json.dumps(summary, default=str) + "\n")
+    if summary["failed"]:
+        err.print(f"[yellow]{summary['failed']} samples failed (see scores.jsonl)[/yellow]")
+        raise typer.Exit(EXIT_FAILED)
+
+
+@bench_app.command("compare", no_args_is_help=True)
+def compare(report_a: Path = typer.Argument(..., help="Report folder A."),
+            report_b: Path = typer.Argument(..., help="Report folder B."),
+            as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout.")) -> None:
+    """Per-category difference B - A of two reports of the same benchmark."""
+    from rich.table import Table
+
+    from sama_cli.bench.report import compare as diff
+
+    rows = diff(report_a, report_b)
+    table = Table(title=f"{report_b} - {report_a}", show_edge=False)
+    for col in ("category", "A", "B", "B - A"):
+        table.add_column(col)
+    for r in rows:
+        f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+        table.add_row(r["category"], f(r["a"]), f(r["b"]), f(r["delta"]))
+    err.print(table)
+    if as_json:
+        sys.stdout.write(json.dumps(rows) + "\n")
+
+
+@bench_app.command("filter", no_args_is_help=True)
+def filter_(
+    manifest: str = typer.Argument(..., help="A manifest of video_edit / image_edit pairs."),
+    judge: str = typer.Option(..., "--judge", help=JUDGE_HELP),
+    out: Path = typer.Option(..., "-o", "--out", help="The filtered manifest (.jsonl)."),
+    base_url: str = typer.Option(None, "--base-url", help="Endpoint for openai judges."),
+    image_min: float = typer.Option(9.0, help="Images: keep at >= this on every criterion."),
+    video_min: float = typer.Option(8.0, help="Videos: keep at >= this on most criteria..."),
+    video_motion_above: float = typer.Option(8.0, help="...and > this on motion consistency."),
+    workers: int = typer.Option(4, "--workers", help="Concurrent judge requests."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Seconds per judge request."),
+    retries: int = typer.Option(4, "--retries", help="Retries on rate limits, server errors, bad replies."),
+    backoff: float = typer.Option(1.0, "--backoff", help="First retry waits this many seconds, then doubles."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+) -> None:
+    """The paper's VLM filter: judge pairs, keep those that pass the thresholds, record the scores."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sama_cli.bench.filtering import Thresholds, judge_row
+    from sama_cli.bench.judges import JudgeCache, make_judge
+    from sama_cli.console import progress
+    from sama_cli.manifest import read_manifest, write_manifest
+
+    rows = [r for r in read_manifest(manifest).rows if r["kind"] in ("video_edit", "image_edit") and r.get("target")]
+    j = make_judge(judge, base_url=base_url, timeout=timeout, retries=retries, backoff=backoff)
+    cache = JudgeCache(out.parent / f".{out.stem}.cache")
+    th = Thresholds(image_min, video_min, video_motion_above)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = list(progress(pool.map(lambda r: judge_row(r, j, cache), rows), "filter", total=len(rows)))
+    kept, failed, scored = [], [], []
+    for row, (res, video) in zip(rows, results, strict=True):
+        if res.scores is None:
+            failed.append({"id": row["id"], "error": res.error, "raw": res.raw})
+            continue
+        passed = th.passes(res.scores, video)
+        scored.append({**row, "filter": {"scores": res.scores, "passed": passed, "judge": j.name}})
+        if passed:
+            kept.append(scored[-1])
+    write_manifest(kept, out)
+    write_manifest(scored, out.with_name(out.stem + ".scored.jsonl"))
+    summary = {"rows": len(rows), "kept": len(kept), "dropped": len(scored) - len(kept), "failed": failed}
+    err.print(f"[bold]sama bench filter[/bold]: kept {len(kept)} of {len(rows)} ({len(failed)} failed) -> {out}")
+    if as_json:
+        sys.stdout.write(json.dumps(summary) + "\n")
+    if failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def shared_dir() -> Path:
+    """The project's shared folder: $SAMA_SHARED_DIR, else `shared/` beside the repository."""
+    env = os.environ.get("SAMA_SHARED_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared"
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(bench_app, name="bench")

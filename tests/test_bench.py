@@ -1,0 +1,263 @@
+"""`sama bench`: the OpenAI judge path end to end against a scripted localhost server, the cache,
+each adapter's aggregation on hand-computed examples, the toy oracle through the CLI, compare and
+the data filter."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sama_cli.bench.adapters import OpenVeBench, RecoBench, ToyBench, VieBench, geometric_mean, get_adapter
+from sama_cli.bench.judges import OpenAIJudge, parse_scores
+from sama_cli.bench.metrics import flicker, psnr, ssim
+from sama_cli.bench.report import compare
+from sama_cli.bench.runner import run
+from sama_cli.bench.scripted import ScriptedServer
+from sama_cli.errors import InputError
+from sama_cli.video_io import write_video
+
+pytest.importorskip("openai")  # the bench extra; `make test` installs it
+
+
+def sama(*args, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sama_cli", *map(str, args)], capture_output=True, text=True,
+                          env=env)
+
+
+def _clip(path: Path, value: int, frames: int = 5) -> Path:
+    video = torch.full((frames, 32, 32, 3), value, dtype=torch.uint8)
+    video[:, 8:16, 8:16] = 255 - value
+    return write_video(path, video, 8.0)
+
+
+def _vie_folder(root: Path, tags: dict[str, str]) -> tuple[Path, Path]:
+    """A VIE-Bench-shaped folder (vie_bench.jsonl + sources) and an edits folder, one sample per tag."""
+    data, edits = root / "vie", root / "edits"
+    (data / "videos").mkdir(parents=True)
+    edits.mkdir()
+    rows = []
+    for i, (sid, tag) in enumerate(tags.items()):
+        _clip(data / "videos" / f"{sid}.mp4", 40 + i)
+        _clip(edits / f"{sid}.mp4", 90 + i)
+        cat = ["Add", "Swap/Change", "Remove", "Style/Tone"][i % 4]
+        rows.append({"id": sid, "category": cat, "instruction": f"make it red {tag}", "source": f"videos/{sid}.mp4"})
+    (data / "vie_bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return data, edits
+
+
+# ---- the judge against a scripted server -----------------------------------------------------------------
+TAGS = {"s_good": "#good8", "s_prose": "#prose6", "s_garbage": "#garbage", "s_rate": "#rate", "s_slow": "#slow"}
+
+
+def test_openai_judge_end_to_end_scores_retries_failures_and_cache(tmp_path: Path) -> None:
+    data, edits = _vie_folder(tmp_path, TAGS)
+    with ScriptedServer(slow_seconds=3.0) as server:
+        judge = OpenAIJudge("scripted-vlm", base_url=server.base_url, timeout=1.0, retries=2, backoff=0.01)
+        summary = run(VieBench(), data, edits, judge, tmp_path / "r1", workers=4)
+        rows = {r["id"]: r for r in map(json.loads, (tmp_path / "r1" / "scores.jsonl").read_text().splitlines())}
+        assert rows["s_good"]["scores"] == {"instruction_following": 8.0, "preservation": 8.0, "quality": 8.0}
+        assert rows["s_good"]["attempts"] == 1 and rows["s_good"]["judge"] == "openai:scripted-vlm"
+        assert rows["s_prose"]["scores"]["quality"] == 6.0  # JSON found inside prose and a fence
+        assert rows["s_rate"]["status"] == "ok" and rows["s_rate"]["attempts"] == 2  # 429, then success
+        assert rows["s_slow"]["status"] == "ok" and rows["s_slow"]["attempts"] == 2  # timed out, then success
+        assert "APITimeoutError" not in str(rows["s_slow"].get("error"))  # cleared by the success
+        bad = rows["s_garbage"]
+        assert bad["status"] == "failed" and "score" not in bad and "scores" not in bad
+        assert bad["attempts"] == 3 and len(bad["raw"]) == 3 and "unparseable" in bad["error"]
+        assert all(r["prompt_version"] == "v1" for r in rows.values())
+        assert summary["failed"] == 1 and summary["samples"] == 4
+        # VIE categories follow the paper's: Add, Swap/Change, Remove, Style/Tone
+        assert summary["categories"] == {"add": 7.5, "swap": 6.0, "style": 7.0}  # remove: its one sample failed
+        assert math.isclose(summary["overall"], (7.5 + 6.0 + 7.0) / 3)
+
+        before = sum(server.requests.values())
+        again = run(VieBench(), data, edits, judge, tmp_path / "r1", workers=4)
+        # every scored sample came from the cache; only the failure was asked again (3 attempts)
+        assert again["cached"] == 4 and sum(server.requests.values()) - before == 3
+        assert again["categories"] == summary["categories"]
+
+        # a changed edited video is judged anew (the key holds its content hash)
+        _clip(edits / "s_good.mp4", 200)
+        before = server.requests["good"]
+        run(VieBench(), data, edits, judge, tmp_path / "r1", workers=2)
+        assert server.requests["good"] == before + 1
+
+
+def test_strict_schema_falls_back_to_plain_json_when_the_endpoint_refuses_it() -> None:
+    import numpy as np
+
+    with ScriptedServer(reject_schema=True) as server:
+        judge = OpenAIJudge("m", base_url=server.base_url, timeout=5.0, retries=1, backoff=0.01)
+        res = judge.score("rate this #good9", [np.zeros((8, 8, 3), np.uint8)], ["quality"], (1.0, 10.0))
+    assert res.scores == {"quality": 9.0} and res.attempts == 2
+
+
+def test_parse_scores_is_tolerant_but_never_invents_a_score() -> None:
+    keys = ["a", "b"]
+    assert parse_scores('{"a": 3, "b": 4.5}', keys, (1, 5)) == {"a": 3.0, "b": 4.5}
+    assert parse_scores('Scores: {"a": 2, "b": 2, "reason": "ok"} done', keys, (1, 5)) == {"a": 2.0, "b": 2.0}
+    for bad in ('{"a": 3}', '{"a": 9, "b": 1}', "a=3 b=4", '{"a": "x", "b": 1}'):
+        with pytest.raises(ValueError):
+            parse_scores(bad, keys, (1, 5))
+
+
+def test_bench_cli_exit_code_and_report_files(tmp_path: Path) -> None:
+    data, edits = _vie_folder(tmp_path, {"a1": "#good9", "b1": "#good7", "c1": "#garbage"})
+    with ScriptedServer() as server:
+        res = sama("bench", "run", "vie", "--data", data, "--edits", edits, "--judge", "openai:m", "--base-url",
+                   server.base_url, "--retries", "0", "--backoff", "0", "-o", tmp_path / "rep", "--json")
+    assert res.returncode == 1, res.stderr  # a failed sample: the run is not clean
+    summary = json.loads(res.stdout)
+    assert summary["failed"] == 1 and summary["categories"] == {"add": 9.0, "swap": 7.0}
+    rep = tmp_path / "rep"
+    for name in ("scores.jsonl", "summary.json", "summary.csv", "report.md", "bars_add.png"):
+        assert (rep / name).is_file(), name
+    md = (rep / "report.md").read_text()
+    assert "| **this run** | 9.000 | 7.000 | - | - |" in md and "SAMA (paper) | 8.711" in md
+    assert "c1" in (rep / "scores.jsonl").read_text()
+
+
+# ---- aggregation, by hand --------------------------------------------------------------------------------
+def test_vie_and_openve_aggregation_by_hand() -> None:
+    vie = VieBench()
+    rows = [{"category": "add", "score": vie.sample_score({"instruction_following": 8, "preservation": 9, "quality": 10})},
+            {"category": "add", "score": vie.sample_score({"instruction_following": 6, "preservation": 6, "quality": 9})},
+            {"category": "remove", "score": vie.sample_score({"instruction_following": 4, "preservation": 5, "quality": 6})}]
+    s = vie.summarize(rows)
+    assert s["categories"] == {"add": 8.0, "remove": 5.0} and s["overall"] == 6.5  # mean of category means
+    ove = OpenVeBench()
+    r = [{"category": "local_add", "score": ove.sample_score({"instruction_compliance": 5, "consistency": 4,
+                                                              "visual_quality": 3})},
+         {"category": "subtitle", "score": ove.sample_score({"instruction_compliance": 1, "consistency": 1,
+                                                             "visual_quality": 1})}]
+    s = ove.summarize(r)
+    assert s["categories"] == {"local_add": 4.0, "subtitle": 1.0}
+    assert list(s["categories"]) == ["local_add", "subtitle"]  # the paper's column order
+
+
+def test_reco_geometric_means_by_hand() -> None:
+    reco = RecoBench()
+    scores = {"SA": 8, "SP": 2, "CP": 4, "AN": 1, "SN": 3, "MN": 9, "VF": 5, "TS": 5, "ES": 5}
+    g = reco.groups(scores)
+    assert g["accuracy"] == pytest.approx(4.0)  # (8*2*4)^(1/3)
+    assert g["naturalness"] == pytest.approx(3.0)  # (1*3*9)^(1/3)
+    assert g["quality"] == pytest.approx(5.0)
+    assert reco.sample_score(scores) == pytest.approx(4.0)  # S = mean of the groups
+    assert geometric_mean([0, 9, 9]) == 0.0  # a zero sub-score zeroes its group
+    s = reco.summarize([{"category": "add", "score": 4.0}, {"category": "add", "score": 6.0},
+                        {"category": "style", "score": 9.0}])
+    assert s["categories"] == {"add": 5.0, "style": 9.0}
+
+
+def test_adapters_read_their_layouts_and_name_malformed_files(tmp_path: Path) -> None:
+    (tmp_path / "benchmark_videos.csv").write_text(
+        "edited type,prompt,original video\nLocal Remove,remove the cup,videos/a.mp4\nSubtitle,add a caption,videos/b.mp4\n")
+    samples = OpenVeBench().samples(tmp_path)
+    assert [(s.id, s.category, s.instruction) for s in samples] == [("a", "local_remove", "remove the cup"),
+                                                                     ("b", "subtitle", "add a caption")]
+    assert samples[0].source == tmp_path / "videos" / "a.mp4"
+    (tmp_path / "reco_bench.jsonl").write_text('{"id": "x", "task": "Replace", "prompt": "p", "video": "v.mp4"}\n'
+                                               '{"id": "y", "prompt": "q"}\n')
+    with pytest.raises(InputError, match=r"reco_bench.jsonl:2: missing column 'category'"):
+        RecoBench().samples(tmp_path)
+    (tmp_path / "vie_bench.jsonl").write_text("{not json\n")
+    with pytest.raises(InputError, match="malformed benchmark file"):
+        VieBench().samples(tmp_path)
+    with pytest.raises(InputError, match="unknown benchmark"):
+        get_adapter("nope")
+
+
+def test_weight_free_metrics_by_hand() -> None:
+    still = torch.full((4, 16, 16, 3), 100, dtype=torch.uint8)
+    assert flicker(still) == 0.0
+    blink = still.clone()
+    blink[1::2] = 110
+    assert flicker(blink) == pytest.approx(10.0)
+    other = still.clone()
+    other[:, :, :8] = 110  # MSE 50: the left half differs by 10
+    mask = torch.zeros(4, 16, 16, dtype=torch.bool)
+    mask[:, :, 12:] = True  # the right part, clear of the 7x7 SSIM windows that see the left half
+    assert psnr(still, other, mask) == 100.0 and ssim(still, other, mask) == pytest.approx(1.0, abs=1e-6)
+    assert psnr(still, other) == pytest.approx(10 * math.log10(255**2 / 50))
+    assert ssim(still, other) < 1.0
+
+
+# ---- the toy oracle through the CLI, compare ---------------------------------------------------------------
+def test_toy_oracle_ranks_target_source_and_wrong_edit(tmp_path: Path) -> None:
+    res = sama("synth", tmp_path / "toy", "--clips", "6", "--images", "0", "--t2v", "0", "--frames",
+               "5", "--size", "32", "--seed", "3")
+    assert res.returncode == 0, res.stderr
+    data = tmp_path / "toy"
+    reports = {}
+    for name in ("target", "source"):
+        res = sama("bench", "run", "toy", "--data", data, "--baseline", name, "-o", tmp_path / name, "--json")
+        assert res.returncode == 0, res.stderr
+        reports[name] = json.loads(res.stdout)["overall"]
+    # a wrong edit: every sample gets another sample's true target
+    rows = [json.loads(line) for line in (data / "manifest.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r["kind"] == "video_edit"]
+    wrong = [{"id": r["id"], "output": str(data / rows[(i + 1) % len(rows)]["target"])} for i, r in enumerate(rows)]
+    (tmp_path / "wrong.jsonl").write_text("".join(json.dumps(w) + "\n" for w in wrong))
+    res = sama("bench", "run", "toy", "--data", data, "--edits", tmp_path / "wrong.jsonl", "-o", tmp_path / "wrong",
+               "--json")
+    assert res.returncode == 0, res.stderr
+    reports["wrong"] = json.loads(res.stdout)["overall"]
+    t, s, w = reports["target"], reports["source"], reports["wrong"]
+    assert t["edit_accuracy"] == 1.0 and t["psnr"] == 100.0 and t["preservation_ssim"] == pytest.approx(1.0)
+    assert t["trajectory_error"] < 1.5  # centroids of partly occluded shapes sit off their true centre
+    assert s["edit_accuracy"] < 0.7 and s["psnr"] < 40.0
+    assert w["edit_accuracy"] < 0.7 and w["preservation_psnr"] < 30.0 and w["trajectory_error"] > t["trajectory_error"]
+    # compare: target minus source is a positive edit accuracy gap, per category and overall
+    res = sama("bench", "compare", tmp_path / "source", tmp_path / "target", "--json")
+    assert res.returncode == 0, res.stderr
+    diff = {r["category"]: r for r in json.loads(res.stdout)}
+    assert diff["overall"]["delta"] == pytest.approx(1.0 - s["edit_accuracy"])
+    assert all(r["delta"] >= 0 for r in diff.values())
+    # --split selects held-out rows only (the demo edits just those)
+    res = sama("bench", "run", "toy", "--data", data, "--baseline", "target", "--split", "nosuch", "-o",
+               tmp_path / "none")
+    assert res.returncode != 0 and "no samples in split 'nosuch'" in res.stderr
+
+
+def test_compare_refuses_different_benchmarks(tmp_path: Path) -> None:
+    for name, bench in (("a", "toy"), ("b", "vie")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps({"benchmark": bench, "categories": {}, "overall": 1}))
+    with pytest.raises(InputError, match="cannot compare toy with vie"):
+        compare(tmp_path / "a", tmp_path / "b")
+
+
+def test_toy_summary_has_splits() -> None:
+    rows = [{"category": "recolour", "split": "heldout", "scores": dict.fromkeys(
+        ("edit_accuracy", "preservation_psnr", "preservation_ssim", "trajectory_error", "psnr"), v)} for v in (0.2, 0.4)]
+    s = ToyBench().summarize(rows)
+    assert s["splits"]["heldout"]["edit_accuracy"] == pytest.approx(0.3)
+    assert s["categories"]["recolour"]["psnr"] == pytest.approx(0.3)
+
+
+# ---- the data filter ---------------------------------------------------------------------------------------
+def test_filter_keeps_rows_that_pass_the_papers_thresholds(tmp_path: Path) -> None:
+    rows = []
+    for sid, kind, tag in (("v_ok", "video_edit", "#motion9"), ("v_motion8", "video_edit", "#motion8"),
+                           ("i_ok", "image_edit", "#good9"), ("i_low", "image_edit", "#good8.5"),
+                           ("v_bad", "video_edit", "#garbage")):
+        src, tgt = _clip(tmp_path / f"{sid}_s.mp4", 30), _clip(tmp_path / f"{sid}_t.mp4", 60)
+        rows.append({"id": sid, "kind": kind, "source": src.name, "target": tgt.name, "instruction": f"do it {tag}"})
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with ScriptedServer() as server:
+        res = sama("bench", "filter", tmp_path / "m.jsonl", "--judge", "openai:m", "--base-url", server.base_url,
+                   "--retries", "0", "--backoff", "0", "-o", tmp_path / "kept.jsonl", "--json")
+    assert res.returncode == 1, res.stderr  # one row never got a score
+    summary = json.loads(res.stdout)
+    assert summary["kept"] == 2 and summary["dropped"] == 2 and [f["id"] for f in summary["failed"]] == ["v_bad"]
+    kept = [json.loads(line) for line in (tmp_path / "kept.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in kept] == ["v_ok", "i_ok"]  # motion must be > 8; images >= 9 on each
+    assert kept[0]["filter"]["scores"]["motion_consistency"] == 9.0
+    scored = (tmp_path / "kept.scored.jsonl").read_text()
+    assert '"v_motion8"' in scored and '"passed": false' in scored
