@@ -47,47 +47,55 @@ def attach_edits(samples: list[BenchSample], edits: Path | None, baseline: str |
             s.edit = edits / f"{s.id}.mp4"
 
 
+def pick_frames(frames, count: int) -> np.ndarray:
+    """`count` frames evenly spread over a (T, H, W, 3) clip (all of them when it is shorter)."""
+    idx = np.linspace(0, frames.shape[0] - 1, num=min(count, frames.shape[0])).round().astype(int)
+    return np.asarray(frames[idx])
+
+
 def sample_frames(path: Path, count: int) -> np.ndarray:
     from sama_cli.video_io import read_video
 
-    frames = read_video(path).frames
-    idx = np.linspace(0, frames.shape[0] - 1, num=min(count, frames.shape[0])).round().astype(int)
-    return frames[idx].numpy()
+    return pick_frames(read_video(path).frames, count)
 
 
-def weight_free(s: BenchSample) -> dict[str, float]:
+def weight_free(edit, source_info) -> dict[str, float]:
+    """Judge-free metrics of an edited `Video` (read once by the caller) against the source's info."""
     from sama_cli.bench.metrics import agreement, flicker, warp_error
-    from sama_cli.video_io import probe, read_video
 
-    edit = read_video(s.edit, max_frames=33).frames
-    out = {"flicker": flicker(edit), "warp_error": warp_error(edit)}
-    try:
-        out.update(agreement(probe(s.source), probe(s.edit)))
-    except SamaError:
-        pass
+    frames = edit.frames[:33]
+    out = {"flicker": flicker(frames), "warp_error": warp_error(frames)}
+    if source_info is not None:
+        out.update(agreement(source_info, edit.info))
     return out
 
 
 def score_one(adapter: Adapter, s: BenchSample, judge, cache: JudgeCache | None) -> dict[str, Any]:
+    from sama_cli.video_io import read_video
+
     row: dict[str, Any] = {"id": s.id, "category": s.category, "instruction": s.instruction,
                            "edit": str(s.edit) if s.edit else None, "benchmark": adapter.name,
                            "prompt_version": PROMPT_VERSION, "split": s.extra.get("split")}
     if s.edit is None or not s.edit.is_file():
         return {**row, "status": "failed", "error": f"no edited video for {s.id} ({s.edit})"}
     try:
-        row["metrics"] = weight_free(s)
+        if adapter.needs_judge:  # a cached judgement costs one hash, no decoding
+            keys = [c.key for c in adapter.criteria]
+            key = JudgeCache.key(adapter.name, s.id, content_hash(s.edit), judge.name, PROMPT_VERSION)
+            cached = cache.get(key) if cache else None
+            if cached is not None:
+                return {**cached, "cached": True}
+        edit = read_video(s.edit)  # each video is decoded once per sample
+        source = read_video(s.source) if s.source.is_file() else None
+        row["metrics"] = weight_free(edit, source.info if source is not None else None)
         if not adapter.needs_judge:
             from sama_cli.toyworld import load_scene_record, oracle_scores
-            from sama_cli.video_io import read_video
 
-            scores = oracle_scores(read_video(s.edit).frames, load_scene_record(s.extra["scene"]))
+            scores = oracle_scores(edit.frames, load_scene_record(s.extra["scene"]))
             return {**row, "status": "ok", "judge": "oracle", "scores": scores, "score": scores["edit_accuracy"]}
-        keys = [c.key for c in adapter.criteria]
-        key = JudgeCache.key(adapter.name, s.id, content_hash(s.edit), judge.name, PROMPT_VERSION)
-        cached = cache.get(key) if cache else None
-        if cached is not None:
-            return {**cached, "cached": True}
-        images = list(sample_frames(s.source, adapter.frames)) + list(sample_frames(s.edit, adapter.frames))
+        if source is None:
+            raise InputError("source video not found", path=s.source)
+        images = list(pick_frames(source.frames, adapter.frames)) + list(pick_frames(edit.frames, adapter.frames))
         result = judge.score(adapter.prompt(s), images, keys, adapter.scale, adapter.max_side)
         row.update(judge=judge.name, raw=result.raw, attempts=result.attempts)
         if result.scores is None:
