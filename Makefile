@@ -12,7 +12,8 @@ STAMP  := $(VENV)/.installed
 OUT    ?= out
 PYTEST_ARGS ?=
 
-.PHONY: help install test test-fast lint format bench demo clean
+.PHONY: help install test test-fast lint format bench demo clean demo-data demo-perturb demo-encode demo-anchor \
+        demo-stage0 demo-stage1 demo-edit demo-bench ablation toy-model
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -38,6 +39,49 @@ format: $(STAMP)  ## ruff format + import sort
 
 bench: $(STAMP)  ## speed and memory benchmarks, written to $(OUT)/bench/bench.md
 	$(BIN)/python -m sama_cli.benchmarks -o $(OUT)/bench
+
+# ---- the demo: the whole pipeline on the toy world (SPEC §8), every step a target of its own ---------------
+# synth -> perturb --mix (stage-0 pretexts on the text-to-video clips) -> encode -> anchor -> train stage 0
+# -> train stage 1 -> edit the held-out clips -> bench toy. Outputs under $(DEMO)/.
+DEMO       ?= $(OUT)/demo
+DEMO_SEED  ?= 0
+DEMO_SYNTH ?= --clips 240 --images 120 --t2v 120 --frames 5 --size 32
+DEMO_EDIT  ?= --steps 20 --guidance 1 --shift 5 --side-by-side
+S0_ARGS    ?=
+S1_ARGS    ?=
+
+$(DEMO)/toy/manifest.jsonl: | $(STAMP)
+	$(SAMA) synth $(DEMO)/toy $(DEMO_SYNTH) --seed $(DEMO_SEED)
+$(DEMO)/mix/manifest.jsonl: $(DEMO)/toy/manifest.jsonl
+	$(SAMA) perturb --mix $< -o $(DEMO)/mix --seed $(DEMO_SEED)
+$(DEMO)/lat/manifest.jsonl: $(DEMO)/mix/manifest.jsonl
+	$(SAMA) encode $< -o $(DEMO)/lat --vae pixel:s4 --text-encoder tiny
+$(DEMO)/anc/manifest.jsonl: $(DEMO)/lat/manifest.jsonl
+	$(SAMA) anchor $< -o $(DEMO)/anc --grid 2
+$(DEMO)/stage0/export/ema/config.json: $(DEMO)/anc/manifest.jsonl recipes/toy_stage0.yaml
+	$(SAMA) train recipes/toy_stage0.yaml data.manifests=[$<] train.out_dir=$(DEMO)/stage0 $(S0_ARGS)
+$(DEMO)/stage1/export/ema/config.json: $(DEMO)/stage0/export/ema/config.json recipes/toy_stage1.yaml
+	$(SAMA) train recipes/toy_stage1.yaml data.manifests=[$(DEMO)/anc/manifest.jsonl] \
+	    model.init=$(DEMO)/stage0/export/ema train.out_dir=$(DEMO)/stage1 $(S1_ARGS)
+
+demo-data: $(DEMO)/toy/manifest.jsonl  ## demo step: synthesize the toy world
+demo-perturb: $(DEMO)/mix/manifest.jsonl  ## demo step: stage-0 pretexts on the text-to-video clips
+demo-encode: $(DEMO)/lat/manifest.jsonl  ## demo step: cache latents (pixel codec) and text embeddings
+demo-anchor: $(DEMO)/anc/manifest.jsonl  ## demo step: semantic anchors of the targets
+demo-stage0: $(DEMO)/stage0/export/ema/config.json  ## demo step: stage 0 (image edits + pretexts)
+demo-stage1: $(DEMO)/stage1/export/ema/config.json  ## demo step: stage 1 (image + video edits)
+demo-edit: demo-stage1  ## demo step: edit the held-out clips with stage 1 and stage 0 only
+	$(SAMA) edit --manifest $(DEMO)/toy/manifest.jsonl --split heldout --model $(DEMO)/stage1/export/ema \
+	    -o $(DEMO)/edits $(DEMO_EDIT)
+	$(SAMA) edit --manifest $(DEMO)/toy/manifest.jsonl --split heldout --model $(DEMO)/stage0/export/ema \
+	    -o $(DEMO)/edits_stage0 $(DEMO_EDIT)
+demo-bench: demo-edit  ## demo step: score the held-out edits with the exact toy oracle
+	$(SAMA) bench run toy --data $(DEMO)/toy --split heldout --edits $(DEMO)/edits -o $(DEMO)/report
+	$(SAMA) bench run toy --data $(DEMO)/toy --split heldout --edits $(DEMO)/edits_stage0 -o $(DEMO)/report_stage0
+	$(SAMA) bench run toy --data $(DEMO)/toy --split heldout --baseline source -o $(DEMO)/report_source
+
+demo: demo-bench  ## the whole pipeline on the toy world, ~10 min on 2 CPU cores; ends with a report
+	$(BIN)/python -m sama_cli.demo $(DEMO)
 
 clean:  ## remove outputs (keeps .venv)
 	rm -rf $(OUT) .pytest_cache

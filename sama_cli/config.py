@@ -32,6 +32,7 @@ class ModelSection:
 class DataSection:
     manifests: list[str] = field(default_factory=list)  # JSONL manifests with cached artifacts
     splits: list[str] = field(default_factory=list)  # keep rows whose `split` is listed (empty: all rows)
+    kinds: list[str] = field(default_factory=list)  # keep rows of these kinds (video_edit, image_edit, t2v; empty: all)
     weights: list[float] = field(default_factory=list)  # sampling weight per manifest (default equal)
     video_batch: int = 4  # release: 4 videos per batch
     image_batch: int = 16  # release: 16 images per batch

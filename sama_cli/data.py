@@ -71,7 +71,7 @@ class ArtifactDataset:
     very large sets a lazy variant can keep only paths)."""
 
     def __init__(self, manifests: list[str | Path], *, need_anchors: bool, weights: list[float] | None = None,
-                 splits: list[str] | None = None):
+                 splits: list[str] | None = None, kinds: list[str] | None = None):
         self.samples: list[Sample] = []
         self.weights: list[float] = []
         self.provenance: dict[str, Any] = {}  # codec / text encoder the artifacts were made with
@@ -80,6 +80,8 @@ class ArtifactDataset:
             for line, row in enumerate(manifest.rows, start=1):
                 if splits and row.get("split", "train") not in splits:
                     continue  # e.g. held-out rows stay out of training
+                if kinds and row["kind"] not in kinds:
+                    continue  # e.g. stage 0 leaves the video edits out
                 self.samples.append(self._load_row(row, f"{path}:{line}", need_anchors, self.provenance))
                 self.weights.append(weights[m_index] if weights else 1.0)
         if not self.samples:
@@ -128,15 +130,25 @@ class BucketSampler:
     """Step -> the indices of this rank's share of that step's global batch."""
 
     def __init__(self, dataset: ArtifactDataset, *, video_batch: int, image_batch: int, seed: int,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, image_ratio: float = 0.0):
         self.dataset, self.seed, self.rank, self.world = dataset, seed, rank, world
         self.video_batch, self.image_batch = video_batch, image_batch
-        mass = [sum(dataset.weights[i] for i in dataset.buckets[k]) for k in dataset.bucket_keys]
-        self.bucket_probs = torch.tensor(mass, dtype=torch.float64) / sum(mass)
+        mass = torch.tensor([sum(dataset.weights[i] for i in dataset.buckets[k]) for k in dataset.bucket_keys],
+                            dtype=torch.float64)
+        # image_ratio > 0: a step is an image step with that probability (as the release mixes 16-image and
+        # 4-video batches); 0: buckets are drawn by their sampling mass alone
+        is_image = torch.tensor([self.is_image(k) for k in dataset.bucket_keys])
+        if 0 < image_ratio < 1 and is_image.any() and (~is_image).any():
+            mass = torch.where(is_image, mass / mass[is_image].sum() * image_ratio,
+                               mass / mass[~is_image].sum() * (1 - image_ratio))
+        self.bucket_probs = mass / mass.sum()
+
+    @staticmethod
+    def is_image(key: tuple) -> bool:
+        return key[0][1] == 1  # one latent frame
 
     def batch_size(self, key: tuple) -> int:
-        frames = key[0][1]
-        return self.image_batch if frames == 1 else self.video_batch
+        return self.image_batch if self.is_image(key) else self.video_batch
 
     def indices(self, step: int) -> list[int]:
         g = step_generator(self.seed, step, stream=1)

@@ -138,6 +138,11 @@ class SamaTransformer(nn.Module):
         if cfg.source_mode == "channel":
             # option: the source rides on the target's channels (same frame count); no source tokens
             src = torch.zeros_like(latents) if source_latents is None else source_latents.to(latents.dtype)
+            t, ts = latents.shape[2], src.shape[2]
+            if ts > t:  # a source of another length (speed pretexts): trim, or hold its last frame
+                src = src[:, :, :t]
+            elif ts < t:
+                src = torch.cat([src, src[:, :, -1:].expand(-1, -1, t - ts, -1, -1)], dim=2)
             latents_in, source_latents = torch.cat([latents, src], dim=1), None
         else:
             latents_in = latents
