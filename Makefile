@@ -83,5 +83,18 @@ demo-bench: demo-edit  ## demo step: score the held-out edits with the exact toy
 demo: demo-bench  ## the whole pipeline on the toy world, ~10 min on 2 CPU cores; ends with a report
 	$(BIN)/python -m sama_cli.demo $(DEMO)
 
+# ---- the ablation (SPEC §8): baseline / +SA / +MA / +SA+MA over seeds at equal steps -> docs/ablation.md -----
+ABLATION_ARGS ?= --seeds 0 1 2 --stage0-steps 200 --stage1-steps 600
+$(DEMO)/anc_plain/manifest.jsonl: $(DEMO)/toy/manifest.jsonl
+	$(SAMA) encode $< -o $(DEMO)/lat_plain --vae pixel:s4 --text-encoder tiny
+	$(SAMA) anchor $(DEMO)/lat_plain/manifest.jsonl -o $(DEMO)/anc_plain --grid 2
+
+ablation: $(DEMO)/anc/manifest.jsonl $(DEMO)/anc_plain/manifest.jsonl  ## the paper's claims at toy scale (~35 min)
+	$(BIN)/python -m sama_cli.ablation --demo $(DEMO) --out $(OUT)/ablation $(ABLATION_ARGS)
+
+# ---- the embedded default model: the demo's stage-1 EMA, stored in fp16 with its model card ---------------
+toy-model: $(DEMO)/stage1/export/ema/config.json  ## refresh sama_cli/assets/toy_model from a finished demo
+	$(BIN)/python -m sama_cli.toy_model $(DEMO) sama_cli/assets/toy_model
+
 clean:  ## remove outputs (keeps .venv)
 	rm -rf $(OUT) .pytest_cache

@@ -12,12 +12,18 @@ has one shape. One-frame rows (images) use the image batch size, the rest the vi
 The sampler keeps no state: the batch of step `s` is drawn from a generator seeded by (seed, s), and
 rank r of W takes slice r of a global batch. Resuming at step s therefore continues exactly, on any
 number of processes that divides the same global batch.
+
+Pretexts on the fly (`data.pretext_on_the_fly`): a batch of plain t2v rows draws one latent pretext
+task (cube-inpaint or tube-shuffle, by `data.task_ratio`) from the step's generator, perturbs the target
+latents into a source and switches to the task-prefixed caption embedding that `encode` stored beside
+the plain one. Speed perturbation needs pixels: it comes from rows pre-perturbed by `sama perturb --mix`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +32,7 @@ import torch
 from sama_cli.artifacts import load_artifact
 from sama_cli.errors import InputError
 from sama_cli.manifest import read_manifest
+from sama_cli.pretext import LATENT_TASKS, TASKS, black_fill, perturb_latents
 
 # artifact meta key -> provenance key recorded with exported checkpoints (so `edit` finds the codec)
 PROVENANCE_KEYS = {"latents": {"codec": "codec"}, "text-embeds": {"encoder": "text_encoder"},
@@ -42,6 +49,8 @@ class Sample:
     source: torch.Tensor | None = None  # (C, T', H, W)
     anchors: torch.Tensor | None = None  # (N_sem, S)
     task: str = "none"  # stage-0 pretext task, "none" for plain t2v / edit rows
+    text_variants: dict[str, torch.Tensor] = field(default_factory=dict)  # task -> prefixed-caption embedding
+    fill: float = 0.0  # the normalized latent value of black (cube-inpaint's fill)
 
     @property
     def bucket(self) -> tuple:
@@ -95,6 +104,8 @@ class ArtifactDataset:
     def _load_row(row: dict[str, Any], where: str, need_anchors: bool, provenance: dict[str, Any]) -> Sample:
         arts = row.get("artifacts") or {}
 
+        loaded: dict[str, Any] = {}
+
         def get(name: str, kind: str, tensor: str, required: bool) -> torch.Tensor | None:
             path = arts.get(ARTIFACT_KEYS[name])
             if path is None:
@@ -102,13 +113,13 @@ class ArtifactDataset:
                     raise InputError(f"{where}: row {row['id']!r} has no artifacts.{ARTIFACT_KEYS[name]} "
                                      f"(run `sama encode`{' and `sama anchor`' if name == 'anchors' else ''} first)")
                 return None
-            art = load_artifact(path, kind)
+            art = loaded[name] = load_artifact(path, kind)
             for key in PROVENANCE_KEYS.get(kind, ()):
                 if key in art.meta:
                     provenance.setdefault(PROVENANCE_KEYS[kind][key], art.meta[key])
             return art[tensor].float()
 
-        return Sample(
+        sample = Sample(
             id=row["id"], kind=row["kind"],
             target=get("target", "latents", "latents", True),
             text=get("text", "text-embeds", "embeds", True),
@@ -116,6 +127,10 @@ class ArtifactDataset:
             anchors=get("anchors", "anchors", "tokens", need_anchors),
             task=(row.get("pretext") or {}).get("task", "none") if isinstance(row.get("pretext"), dict) else "none",
         )
+        # prefixed-caption embeddings written by `encode` for plain t2v rows: on-the-fly latent pretexts
+        sample.text_variants = {k.split("@", 1)[1]: v.float() for k, v in loaded["text"].tensors.items() if "@" in k}
+        sample.fill = black_fill(loaded["target"].meta.get("codec"))
+        return sample
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -179,3 +194,25 @@ def collate(samples: list[Sample], text_len: int) -> Batch:
         ids=[s.id for s in samples],
         tasks=[s.task for s in samples],
     )
+
+
+def pretext_on_the_fly(samples: list[Sample], task_ratio: list[float], g: torch.Generator,
+                       options: dict[str, dict[str, Any]] | None = None) -> tuple[list[Sample], str]:
+    """One latent pretext task for a whole batch of plain t2v rows (a batch keeps one shape): drawn with
+    `task_ratio` (none : inpaint : speed : shuffle) over the tasks that have a latent fast path: speed
+    changes the frame count through the codec, so its share comes from pre-perturbed rows made by
+    `sama perturb --mix` and is left out of the draw here. Other batches pass through unchanged."""
+    if not samples or any(s.kind != "t2v" or s.source is not None or not s.text_variants for s in samples):
+        return samples, "none"
+    names = ("none", *LATENT_TASKS)
+    weights = [task_ratio[TASKS.index(n)] for n in names]
+    if sum(weights) <= 0:
+        return samples, "none"
+    task = names[int(torch.multinomial(torch.tensor(weights, dtype=torch.float64), 1, generator=g))]
+    if task == "none":
+        return samples, task
+    out = []
+    for s in samples:
+        source, _ = perturb_latents(s.target, task, g, fill=s.fill, **(options or {}).get(task, {}))
+        out.append(dataclasses.replace(s, source=source, text=s.text_variants[task], task=task))
+    return out, task

@@ -22,6 +22,7 @@ from sama_cli.artifacts import content_hash, is_valid_cache, save_artifact
 from sama_cli.console import progress, warn
 from sama_cli.errors import InputError, SamaError
 from sama_cli.manifest import is_manifest_path, read_manifest, row_prompt, write_manifest
+from sama_cli.pretext import LATENT_TASKS, TASK_PREFIXES, prefixed
 from sama_cli.video_io import IMAGE_EXTS, VIDEO_EXTS, choose_size, read_video, resize_frames
 
 BUCKET_AREA = 480 * 832
@@ -86,13 +87,18 @@ class Encoder:
         self.summary.frames += n
         return dst
 
-    def text(self, prompt: str, dst: Path, spec: str) -> Path:
-        expect = {"prompt": prompt, "encoder": spec}
+    def text(self, prompt: str, dst: Path, spec: str, variants: dict[str, str] | None = None) -> Path:
+        """The prompt's embedding as `embeds`, plus `embeds@NAME` for each variant prompt (plain t2v rows
+        get one per latent pretext task, so that `train` can perturb them on the fly)."""
+        variants = variants or {}
+        expect = {"prompt": prompt, "encoder": spec, "variants": variants}
         if not self.opts.overwrite and is_valid_cache(dst, "text-embeds", expect):
             self.summary.skipped += 1
             return dst
-        emb = self.text_encoder([prompt])[0]
-        save_artifact(dst, {"embeds": emb}, "text-embeds", {**expect, "tokens": emb.shape[0]})
+        names = list(variants)
+        embs = self.text_encoder([prompt, *(variants[n] for n in names)])
+        tensors = {"embeds": embs[0], **{f"embeds@{n}": e for n, e in zip(names, embs[1:], strict=True)}}
+        save_artifact(dst, tensors, "text-embeds", {**expect, "tokens": embs[0].shape[0]})
         self.summary.texts += 1
         return dst
 
@@ -131,7 +137,11 @@ def encode(inputs: list[str], out: Path, *, codec, text_encoder=None, text_spec:
                     if row.get(key):
                         arts[f"{key}_latents"] = str(enc.latents(Path(row[key]), out / "latents" / f"{row['id']}.{key}.safetensors"))
                 if text_encoder is not None:
-                    arts["text"] = str(enc.text(row_prompt(row), out / "text" / f"{row['id']}.safetensors", text_spec))
+                    variants = None
+                    if row["kind"] == "t2v" and not row.get("source") and not row.get("pretext"):
+                        variants = {t: prefixed(TASK_PREFIXES[t], row["caption"]) for t in LATENT_TASKS}
+                    arts["text"] = str(enc.text(row_prompt(row), out / "text" / f"{row['id']}.safetensors", text_spec,
+                                                variants))
                 rows_out.append({**row, "artifacts": arts, "_index": index})
             except SamaError as e:
                 enc.summary.failed.append({"id": row["id"], "error": e.message})

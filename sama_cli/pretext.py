@@ -40,6 +40,7 @@ TASK_PREFIXES = {
     "tube-shuffle": "[Restore the shuffled video to its original order.]",
 }
 DEFAULT_TASK_RATIO = (1.0, 2.0, 3.0, 4.0)  # none : inpaint : speed : shuffle (SPEC §5)
+LATENT_TASKS = ("cube-inpaint", "tube-shuffle")  # the tasks with a latent fast path (speed needs pixels)
 
 
 def frames_4k1_down(n: int) -> int:

@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import torch
 from sama_cli import checkpoint as ckpt
 from sama_cli.config import Recipe, check_files
 from sama_cli.console import info, warn
-from sama_cli.data import ArtifactDataset, BucketSampler, collate, step_generator
+from sama_cli.data import ArtifactDataset, BucketSampler, collate, pretext_on_the_fly, step_generator
 from sama_cli.distributed import all_reduce_mean, choose_parallel, setup, teardown, unwrap, wrap
 from sama_cli.flow import add_noise, sama_loss, sample_training_sigmas, timestep_of, velocity_target
 from sama_cli.model.config import from_preset
@@ -111,6 +112,7 @@ def train(recipe: Recipe, *, on_log=None) -> TrainResult:
     metrics = open(metrics_path, "a") if d.is_main else None  # noqa: SIM115 - closed at the end
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 and mode != "fsdp" else contextlib.nullcontext()
     timing = {"data": 0.0, "compute": 0.0, "optimizer": 0.0}
+    tasks: Counter[str] = Counter()  # on-the-fly pretext draws of this run
     loss_value = float("nan")
     step = start
     try:
@@ -124,7 +126,12 @@ def train(recipe: Recipe, *, on_log=None) -> TrainResult:
             for micro in range(o.accumulate):
                 # -- batch and noise: pure functions of (seed, step, micro, rank)
                 tick = step * o.accumulate + micro
-                batch = collate([dataset.samples[i] for i in sampler.indices(tick)], config.text_len)
+                samples = [dataset.samples[i] for i in sampler.indices(tick)]
+                if recipe.data.pretext_on_the_fly:
+                    samples, task = pretext_on_the_fly(samples, recipe.data.task_ratio,
+                                                       step_generator(T.seed, tick, stream=3 + d.world + d.rank))
+                    tasks[task] += 1
+                batch = collate(samples, config.text_len)
                 batch = batch.to(device, torch.float32)
                 g = step_generator(T.seed, tick, stream=2 + d.rank)
                 b = len(batch)
@@ -184,6 +191,7 @@ def train(recipe: Recipe, *, on_log=None) -> TrainResult:
             if d.is_main and (done % T.log_every == 0 or done == T.steps or done == start + 1):
                 record = {"step": done, **parts_sum, "loss": loss_value, "lr": lr, "grad_norm": grad_norm,
                           "samples": n_samples * d.world, "skipped": state["skipped"],
+                          **({"pretext_tasks": dict(tasks)} if tasks else {}),
                           "time": time.perf_counter() - t_start}
                 metrics.write(json.dumps(record) + "\n")
                 metrics.flush()
@@ -201,6 +209,7 @@ def train(recipe: Recipe, *, on_log=None) -> TrainResult:
     full = ckpt.full_model_state(net)
     full_ema = ckpt.full_tensors(ema)
     if d.is_main:
+        config = config.replace(extra={**config.extra, "semantic_anchoring": T.semantic})
         provenance = {"recipe": recipe.name, "stage": recipe.stage, "steps": T.steps, **dataset.provenance}
         export["model"] = str(save_checkpoint(full, out / "export" / "model", config=config, meta=provenance))
         ema_sd = {**full, **full_ema}

@@ -81,3 +81,62 @@ def test_channel_mode_matches_a_source_of_another_length() -> None:
         b = model(x, torch.tensor([500.0]), text, source_latents=held).video
         c = model(x, torch.tensor([500.0]), text, source_latents=torch.cat([held, short], dim=2)).video
     assert torch.equal(a, b) and torch.equal(b, c)  # held last frame; extra frames trimmed
+
+
+def test_pretexts_on_the_fly_for_plain_t2v_batches(toy_data: Path, tmp_path: Path) -> None:
+    from sama_cli.artifacts import load_artifact
+    from sama_cli.data import pretext_on_the_fly, step_generator
+    from sama_cli.model.text_encoder import load_text_encoder
+    from sama_cli.pretext import TASK_PREFIXES, prefixed
+
+    plain = toy_data.parents[1] / "toy" / "manifest.jsonl"
+    res = sama("encode", plain, "-o", tmp_path / "lat", "--vae", "pixel:s4", "--text-encoder", "tiny")
+    assert res.returncode == 0, res.stderr
+    ds = ArtifactDataset([tmp_path / "lat" / "manifest.jsonl"], need_anchors=False, kinds=["t2v"])
+    s = ds.samples[0]
+    assert set(s.text_variants) == {"cube-inpaint", "tube-shuffle"} and s.fill == pytest.approx(-2.0)
+    # the stored variant is the prefixed caption's embedding
+    row = next(json.loads(line) for line in plain.read_text().splitlines() if json.loads(line)["id"] == s.id)
+    enc = load_text_encoder("tiny")
+    want = enc([prefixed(TASK_PREFIXES["cube-inpaint"], row["caption"])])[0]
+    assert torch.allclose(s.text_variants["cube-inpaint"], want.float(), atol=1e-6)
+    art = load_artifact(tmp_path / "lat" / "text" / f"{s.id}.safetensors", "text-embeds")
+    assert torch.equal(art["embeds"].float(), s.text)
+
+    batch = ds.samples[:4]
+    out, task = pretext_on_the_fly(batch, [0, 1, 0, 0], step_generator(0, 0, 3))
+    assert task == "cube-inpaint"
+    for before, after in zip(batch, out, strict=True):
+        blacked = (after.source == before.fill).all(dim=0).all(dim=-1).all(dim=-1)  # whole latent frames
+        assert blacked.any() and not blacked[0] and torch.equal(after.source[:, ~blacked], before.target[:, ~blacked])
+        assert after.text is before.text_variants["cube-inpaint"] and after.task == "cube-inpaint"
+    out, task = pretext_on_the_fly(batch, [0, 0, 0, 1], step_generator(0, 1, 3))
+    assert task == "tube-shuffle"
+    assert all(torch.equal(a.source.flatten().sort().values, b.target.flatten().sort().values)
+               for a, b in zip(out, batch, strict=True))
+    assert pretext_on_the_fly(batch, [1, 0, 0, 0], step_generator(0, 2, 3)) == (batch, "none")
+    assert pretext_on_the_fly(batch, [0, 0, 1, 0], step_generator(0, 2, 3))[1] == "none"  # speed: pre-perturbed only
+    edits = [x for x in ArtifactDataset([toy_data], need_anchors=False, kinds=["video_edit"]).samples[:2]]
+    assert pretext_on_the_fly(edits, [0, 1, 0, 0], step_generator(0, 3, 3)) == (edits, "none")
+
+    recipe = load_recipe(REPO / "recipes" / "toy_stage0.yaml", [
+        f"data.manifests=[{tmp_path / 'lat' / 'manifest.jsonl'}]", "data.kinds=[t2v]", "data.pretext_on_the_fly=true",
+        "train.semantic=false", "train.steps=6", "train.log_every=6", f"train.out_dir={tmp_path / 'run'}"])
+    train(recipe)
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert sum(record["pretext_tasks"].values()) == 6 and set(record["pretext_tasks"]) <= {"none", "cube-inpaint",
+                                                                                          "tube-shuffle"}
+
+
+def test_a_model_trained_without_sa_samples_without_semantic_tokens(tmp_path: Path) -> None:
+    from sama_cli.sampling import SamplingConfig, sample
+
+    config = from_preset("tiny", in_channels=4, out_channels=4)
+    model = build_model(config.replace(extra={"semantic_anchoring": False}), seed=0).eval()
+    with torch.no_grad():
+        r = sample(model, (1, 4, 1, 4, 4), torch.randn(1, 16, 32), None, None, SamplingConfig(steps=2, guidance=1.0))
+    assert r.semantic is None
+    model_sa = build_model(config, seed=0).eval()
+    with torch.no_grad():
+        r = sample(model_sa, (1, 4, 1, 4, 4), torch.randn(1, 16, 32), None, None, SamplingConfig(steps=2, guidance=1.0))
+    assert r.semantic is not None and r.semantic.shape[1] == config.semantic_tokens
