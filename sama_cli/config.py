@@ -75,6 +75,7 @@ class TrainSection:
     out_dir: str = "out/train"
     parallel: str = "auto"  # auto | none | ddp | fsdp
     resume: bool = True  # continue from the newest checkpoint in out_dir
+    tensorboard: bool = True  # also log to OUT/tensorboard when the tensorboard package is installed
 
 
 @dataclass

@@ -110,6 +110,7 @@ def train(recipe: Recipe, *, on_log=None) -> TrainResult:
 
     metrics_path = out / "metrics.jsonl"
     metrics = open(metrics_path, "a") if d.is_main else None  # noqa: SIM115 - closed at the end
+    board = tensorboard_writer(out / "tensorboard") if d.is_main and T.tensorboard else None
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 and mode != "fsdp" else contextlib.nullcontext()
     timing = {"data": 0.0, "compute": 0.0, "optimizer": 0.0}
     tasks: Counter[str] = Counter()  # on-the-fly pretext draws of this run
@@ -194,6 +195,9 @@ def train(recipe: Recipe, *, on_log=None) -> TrainResult:
                           **({"pretext_tasks": dict(tasks)} if tasks else {}),
                           "time": time.perf_counter() - t_start}
                 metrics.write(json.dumps(record) + "\n")
+                if board is not None:
+                    for key in ("loss", "loss_fm", "loss_sem", "lr", "grad_norm"):
+                        board.add_scalar(f"train/{key}", record[key], done)
                 metrics.flush()
                 if on_log is not None:
                     on_log(record)
@@ -203,6 +207,8 @@ def train(recipe: Recipe, *, on_log=None) -> TrainResult:
     finally:
         if metrics is not None:
             metrics.close()
+        if board is not None:
+            board.close()
 
     # ---- export a consolidated inference checkpoint: raw weights and EMA ------------------------------
     export: dict[str, str] = {}
@@ -221,6 +227,16 @@ def train(recipe: Recipe, *, on_log=None) -> TrainResult:
     ran = max(1, T.steps - start)
     return TrainResult(out_dir=out, steps=T.steps, final_loss=loss_value, skipped=state["skipped"], export=export,
                        seconds=time.perf_counter() - t_start, timing={k: v / ran for k, v in timing.items()})
+
+
+def tensorboard_writer(folder: Path):
+    """A TensorBoard SummaryWriter when the tensorboard package is installed, else None (logs stay in
+    metrics.jsonl either way)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(folder))
 
 
 def plot_losses(metrics_path: Path, png: Path) -> Path | None:

@@ -140,3 +140,29 @@ def test_a_model_trained_without_sa_samples_without_semantic_tokens(tmp_path: Pa
     with torch.no_grad():
         r = sample(model_sa, (1, 4, 1, 4, 4), torch.randn(1, 16, 32), None, None, SamplingConfig(steps=2, guidance=1.0))
     assert r.semantic is not None and r.semantic.shape[1] == config.semantic_tokens
+
+
+def test_tensorboard_gets_the_logged_scalars_when_installed(tmp_path: Path, monkeypatch) -> None:
+    import sama_cli.train as train_module
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from helpers_train import tiny_recipe_overrides, write_artifact_manifest
+
+    calls: list[tuple[str, float, int]] = []
+
+    class Writer:  # stands in for torch.utils.tensorboard.SummaryWriter
+        def add_scalar(self, tag: str, value: float, step: int) -> None:
+            calls.append((tag, value, step))
+
+        def close(self) -> None:
+            calls.append(("closed", 0.0, 0))
+
+    monkeypatch.setattr(train_module, "tensorboard_writer", lambda folder: Writer())
+    manifest = write_artifact_manifest(tmp_path / "data")
+    train(load_recipe(None, tiny_recipe_overrides(manifest, tmp_path / "run", 4, **{"train.log_every": 2})))
+    assert [(t, s) for t, _, s in calls if t == "train/loss"] == [("train/loss", 1), ("train/loss", 2),
+                                                                  ("train/loss", 4)]
+    assert {t for t, _, _ in calls} >= {"train/loss_fm", "train/loss_sem", "train/lr", "train/grad_norm", "closed"}
+    calls.clear()
+    train(load_recipe(None, tiny_recipe_overrides(manifest, tmp_path / "off", 2, **{"train.tensorboard": False})))
+    assert calls == []
