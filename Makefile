@@ -45,8 +45,8 @@ bench: $(STAMP)  ## speed and memory benchmarks, written to $(OUT)/bench/bench.m
 # -> train stage 1 -> edit the held-out clips -> bench toy. Outputs under $(DEMO)/.
 DEMO       ?= $(OUT)/demo
 DEMO_SEED  ?= 0
-DEMO_SYNTH ?= --clips 240 --images 120 --t2v 120 --frames 5 --size 32
-DEMO_EDIT  ?= --steps 20 --guidance 1 --shift 5 --side-by-side
+DEMO_SYNTH ?= --clips 400 --images 200 --t2v 160 --frames 5 --size 32
+DEMO_EDIT  ?= --split test,heldout --steps 20 --guidance 1 --shift 5 --side-by-side
 S0_ARGS    ?=
 S1_ARGS    ?=
 
@@ -70,15 +70,15 @@ demo-encode: $(DEMO)/lat/manifest.jsonl  ## demo step: cache latents (pixel code
 demo-anchor: $(DEMO)/anc/manifest.jsonl  ## demo step: semantic anchors of the targets
 demo-stage0: $(DEMO)/stage0/export/ema/config.json  ## demo step: stage 0 (image edits + pretexts)
 demo-stage1: $(DEMO)/stage1/export/ema/config.json  ## demo step: stage 1 (image + video edits)
-demo-edit: demo-stage1  ## demo step: edit the held-out clips with stage 1 and stage 0 only
-	$(SAMA) edit --manifest $(DEMO)/toy/manifest.jsonl --split heldout --model $(DEMO)/stage1/export/ema \
-	    -o $(DEMO)/edits $(DEMO_EDIT)
-	$(SAMA) edit --manifest $(DEMO)/toy/manifest.jsonl --split heldout --model $(DEMO)/stage0/export/ema \
-	    -o $(DEMO)/edits_stage0 $(DEMO_EDIT)
+demo-edit: demo-stage1  ## demo step: edit the held-out clips (test, heldout splits) with stage 1 and stage 0 only
+	$(SAMA) edit --manifest $(DEMO)/toy/manifest.jsonl --model $(DEMO)/stage1/export/ema -o $(DEMO)/edits $(DEMO_EDIT)
+	$(SAMA) edit --manifest $(DEMO)/toy/manifest.jsonl --model $(DEMO)/stage0/export/ema -o $(DEMO)/edits_stage0 \
+	    $(DEMO_EDIT)
+BENCH_SPLITS ?= --split test,heldout
 demo-bench: demo-edit  ## demo step: score the held-out edits with the exact toy oracle
-	$(SAMA) bench run toy --data $(DEMO)/toy --split heldout --edits $(DEMO)/edits -o $(DEMO)/report
-	$(SAMA) bench run toy --data $(DEMO)/toy --split heldout --edits $(DEMO)/edits_stage0 -o $(DEMO)/report_stage0
-	$(SAMA) bench run toy --data $(DEMO)/toy --split heldout --baseline source -o $(DEMO)/report_source
+	$(SAMA) bench run toy --data $(DEMO)/toy $(BENCH_SPLITS) --edits $(DEMO)/edits -o $(DEMO)/report
+	$(SAMA) bench run toy --data $(DEMO)/toy $(BENCH_SPLITS) --edits $(DEMO)/edits_stage0 -o $(DEMO)/report_stage0
+	$(SAMA) bench run toy --data $(DEMO)/toy $(BENCH_SPLITS) --baseline source -o $(DEMO)/report_source
 
 demo: demo-bench  ## the whole pipeline on the toy world, ~10 min on 2 CPU cores; ends with a report
 	$(BIN)/python -m sama_cli.demo $(DEMO)

@@ -36,6 +36,7 @@ RELEASE_NEGATIVE_PROMPT = "[Video edit]"
 class EditSettings:
     prompt_prefix: str = RELEASE_PROMPT_PREFIX
     negative_prompt: str = RELEASE_NEGATIVE_PROMPT
+    null_negative: bool = False  # negative = an all-zero context, the "dropped text" of `data.drop_text` training
     max_frames: int = 81  # SPEC §4
     size: tuple[int, int] | None = None  # explicit (height, width)
     bucket: bool = False  # force the ~480x832 bucket (default: native size when it fits, as encode)
@@ -112,6 +113,8 @@ class Editor:
         with self._stage(self.text_encoder, self.text_device), torch.no_grad():
             embeds = self.text_encoder([settings.prompt_prefix + instruction.strip(), settings.negative_prompt])
             padded = self.text_encoder.pad(embeds, self.model.config.text_len)
+        if settings.null_negative:
+            return padded[:1], torch.zeros_like(padded[1:])
         return padded[:1], padded[1:]
 
     def edit_frames(self, frames_thwc: torch.Tensor, instruction: str, sampling: SamplingConfig,

@@ -358,10 +358,12 @@ class ToySample:
 
 
 def generate(n_video: int, n_image: int, n_t2v: int, *, seed: int, size: int = 32, frames: int = 9,
-             heldout_frac: float = 0.2) -> list[ToySample]:
-    """Deterministic toy samples: video edits (every edit kind, a share of them held out), image
-    edits (one-frame scenes) and t2v clips. Each sample draws from its own seeded RNG, so the i-th
-    sample does not change when counts change."""
+             heldout_frac: float = 0.2, test_frac: float = 0.15) -> list[ToySample]:
+    """Deterministic toy samples: video edits (every edit kind), image edits (one-frame scenes) and
+    t2v clips. Each sample draws from its own seeded RNG, so the i-th sample does not change when
+    counts change. Splits: `heldout` (the edit produces a held-out colour/shape combination: tests
+    composition), `test` (a share `test_frac` of the other edits: clips never trained on, combinations
+    seen in training), `train` (the rest)."""
     out: list[ToySample] = []
     for i in range(n_video + n_image):
         image = i >= n_video
@@ -377,8 +379,9 @@ def generate(n_video: int, n_image: int, n_t2v: int, *, seed: int, size: int = 3
             raise RuntimeError(f"could not make a {kind} edit")
         tgt, edit = made
         sid = f"{'img' if image else 'vid'}{i:04d}"
-        out.append(ToySample(sid, "image_edit" if image else "video_edit", "heldout" if heldout else "train",
-                             src, tgt, edit))
+        split = "heldout" if heldout else ("test" if random.Random(f"{seed}:split:{i}").random() < test_frac
+                                            else "train")
+        out.append(ToySample(sid, "image_edit" if image else "video_edit", split, src, tgt, edit))
     for i in range(n_t2v):
         rng = random.Random(f"{seed}:t2v:{i}")
         out.append(ToySample(f"t2v{i:04d}", "t2v", "train", None, random_scene(rng, size, size, frames), None))

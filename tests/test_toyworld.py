@@ -74,12 +74,14 @@ def test_heldout_combos_never_appear_as_post_edit_objects_in_train(samples) -> N
         if s.kind == "t2v" or s.edit.new_index is None:
             continue
         obj = s.target.objects[s.edit.new_index]
-        if s.split == "train":
+        if s.split in ("train", "test"):  # test: new clips of seen combinations
             assert (obj.colour, obj.shape) not in HELDOUT_COMBOS
         else:
-            assert (obj.colour, obj.shape) in HELDOUT_COMBOS
+            assert s.split == "heldout" and (obj.colour, obj.shape) in HELDOUT_COMBOS
             seen_heldout += 1
     assert seen_heldout > 0
+    splits = [s.split for s in samples if s.kind != "t2v"]
+    assert splits.count("test") > 0 and splits.count("train") > splits.count("test")
 
 
 def test_oracle_perfect_for_truth_lower_for_source_and_wrong_edit(samples) -> None:

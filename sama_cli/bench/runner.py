@@ -120,7 +120,7 @@ def run(adapter: Adapter, data: Path, edits: Path | None, judge, out: Path, *, l
         raise InputError(f"benchmark {adapter.name!r} needs a judge: --judge openai:MODEL or local:PATH")
     samples = adapter.samples(data)
     if split is not None:
-        samples = [s for s in samples if s.extra.get("split", "train") == split]
+        samples = [s for s in samples if s.extra.get("split", "train") in split.split(",")]
     samples = samples[:limit] if limit else samples
     if not samples:
         raise InputError(f"the benchmark has no samples{f' in split {split!r}' if split else ''}", path=data)

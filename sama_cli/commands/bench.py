@@ -34,7 +34,7 @@ def run(
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds per judge request."),
     retries: int = typer.Option(4, "--retries", help="Retries on rate limits, server errors, bad replies."),
     backoff: float = typer.Option(1.0, "--backoff", help="First retry waits this many seconds, then doubles."),
-    split: str = typer.Option(None, "--split", help="Only samples of this split (toy: train | heldout)."),
+    split: str = typer.Option(None, "--split", help="Only samples of these splits, e.g. test,heldout (toy: train | test | heldout)."),
     baseline: str = typer.Option(None, "--baseline", help="Score the source or the true target instead (toy)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Ignore and do not write the judge cache."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),

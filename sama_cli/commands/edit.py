@@ -32,7 +32,7 @@ def edit(
     out: Path = typer.Option(..., "-o", "--out", help="Output MP4 (single edit) or folder (--manifest)."),
     manifest: Path | None = typer.Option(None, "--manifest", help="Batch mode: a JSONL manifest of edit rows "
                                          "(id, source, instruction); writes OUT/<id>.mp4, skipping finished ones."),
-    split: str | None = typer.Option(None, "--split", help="Batch mode: only rows of this split (e.g. heldout)."),
+    split: str | None = typer.Option(None, "--split", help="Batch mode: only rows of these splits (e.g. test,heldout)."),
     limit: int | None = typer.Option(None, "--limit", help="Batch mode: at most this many rows."),
     model: str | None = typer.Option(None, "--model", help="A sama checkpoint, or SAMA release weights "
                                      "(release layout; then --base points at Wan2.1-T2V-14B). Default: the "
@@ -48,6 +48,8 @@ def edit(
     scheduler: str = typer.Option("euler", help=f"Sampler: {' | '.join(SCHEDULERS)} (euler is the release's)."),
     seed: int = typer.Option(1, help="Random seed (release default 1)."),
     negative_prompt: str = typer.Option("[Video edit]", help="Negative prompt."),
+    null_negative: bool = typer.Option(False, "--null-negative", help="Guide against an all-zero text context (what "
+                                       "training with data.drop_text drops to) instead of the negative prompt."),
     prompt_prefix: str = typer.Option("[Video edit] ", help="Put in front of the instruction."),
     size: str | None = typer.Option(None, help="Working size HxW (multiples of 32); default: the clip's size if "
                                     "it fits, else the ~480x832 bucket."),
@@ -78,12 +80,14 @@ def edit(
     sampling = SamplingConfig(steps=steps, shift=shift, guidance=guidance, source_guidance=source_guidance,
                               text_guidance=text_guidance, scheduler=scheduler, seed=seed)
     sampling.validate()
-    settings = EditSettings(prompt_prefix=prompt_prefix, negative_prompt=negative_prompt, max_frames=max_frames,
+    settings = EditSettings(prompt_prefix=prompt_prefix, negative_prompt=negative_prompt, null_negative=null_negative,
+                            max_frames=max_frames,
                             size=_parse_size(size), bucket=bucket, resize=resize, anchor_frames=anchors)
     settings.validate()
     rows = read_manifest(manifest).rows if manifest is not None else None
     if rows is not None:
-        rows = [r for r in rows if r["kind"] != "t2v" and (split is None or r.get("split") == split)][:limit]
+        wanted = None if split is None else set(split.split(","))
+        rows = [r for r in rows if r["kind"] != "t2v" and (wanted is None or r.get("split", "train") in wanted)][:limit]
     editor = load_editor(model=model, base=base, vae=vae, text_encoder=text_encoder, device=device, dtype=dtype,
                          offload=offload, text_encoder_cpu=text_encoder_cpu, tiling=tiling)
 

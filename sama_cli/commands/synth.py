@@ -14,7 +14,7 @@ from sama_cli.console import err, progress
 
 
 def synthesize(out: Path, *, clips: int, images: int, t2v: int, seed: int, size: int, frames: int, fps: float,
-               heldout_frac: float) -> dict:
+               heldout_frac: float, test_frac: float = 0.15) -> dict:
     """Library entry point: write the toy world under `out` and return a summary."""
     from sama_cli.artifacts import atomic_write_text
     from sama_cli.errors import ConfigError
@@ -26,7 +26,8 @@ def synthesize(out: Path, *, clips: int, images: int, t2v: int, seed: int, size:
         raise ConfigError(f"--frames must be 4k+1 (5, 9, 13, ...), not {frames}")
     if size < 16 or size % 8:
         raise ConfigError(f"--size must be a multiple of 8 and at least 16, not {size}")
-    samples = generate(clips, images, t2v, seed=seed, size=size, frames=frames, heldout_frac=heldout_frac)
+    samples = generate(clips, images, t2v, seed=seed, size=size, frames=frames, heldout_frac=heldout_frac,
+                       test_frac=test_frac)
     rows = []
     for s in progress(samples, "synth"):
         record = s.record(fps)
@@ -64,12 +65,14 @@ def synth(
     frames: int = typer.Option(9, "--frames", help="Frames per clip (4k+1)."),
     fps: float = typer.Option(8.0, "--fps", help="Frame rate of the written videos."),
     heldout_frac: float = typer.Option(0.2, "--heldout-frac", help="Share of edits held out (unseen combos)."),
+    test_frac: float = typer.Option(0.15, "--test-frac", help="Share of the other edits in the `test` split "
+                                    "(clips never trained on, seen combos)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
     """Generate the toy world: synthetic scenes with exact ground truth for every edit."""
     t0 = time.perf_counter()
     summary = synthesize(out, clips=clips, images=images, t2v=t2v, seed=seed, size=size, frames=frames, fps=fps,
-                         heldout_frac=heldout_frac)
+                         heldout_frac=heldout_frac, test_frac=test_frac)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     err.print(f"[bold]sama synth[/bold]: {summary['rows']} rows {summary['kinds']}, splits {summary['splits']}, "
               f"edits {summary['edits']} in {summary['seconds']}s -> {summary['manifest']}")
