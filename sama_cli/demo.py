@@ -21,6 +21,18 @@ from sama_cli.console import err
 ARMS = (("stage 1 (SAMA)", "report"), ("stage 0 only", "report_stage0"), ("unedited source", "report_source"))
 
 
+REPRO_TOLERANCE = 0.05  # edit accuracy: a rerun of the recipes on another machine/thread count may differ by this
+
+
+def _shipped_scores() -> dict | None:
+    from sama_cli.loading import default_model
+
+    path = default_model()
+    if path is None:
+        return None
+    return json.loads((Path(path) / "config.json").read_text()).get("meta", {}).get("toy_bench")
+
+
 SPLITS = {"test": "held-out clips", "heldout": "held-out colour/shape combinations"}
 
 
@@ -55,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     err.print(f"loss curves: {demo / 'stage0' / 'loss.png'}, {demo / 'stage1' / 'loss.png'}")
     err.print(f"reports: {demo / 'report' / 'report.md'} (and report_stage0/, report_source/)")
     err.print(f"the trained model: {demo / 'stage1' / 'export' / 'ema'} -> sama edit CLIP \"...\" --model <that> -o out.mp4")
+    shipped = _shipped_scores()
+    if shipped and "test" in shipped and "test" in scores:
+        a, b = shipped["test"]["edit_accuracy"], scores["test"]["stage 1 (SAMA)"]["edit_accuracy"]
+        verdict = "within" if abs(a - b) <= REPRO_TOLERANCE else "[yellow]outside[/yellow]"
+        err.print(f"the embedded model (same recipes): test edit accuracy {a:.3f}; this run {b:.3f} ({verdict} the "
+                  f"documented tolerance of ±{REPRO_TOLERANCE})")
     test = scores.get("test") or next(iter(scores.values()))
     ours = test["stage 1 (SAMA)"]["edit_accuracy"]
     beaten = {k: v["edit_accuracy"] for k, v in test.items() if k != "stage 1 (SAMA)"}

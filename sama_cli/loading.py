@@ -52,7 +52,8 @@ def load_editor(model: str | None = None, base: str | None = None, vae: str | No
         model = default_model()
         if model is None:
             raise ConfigError(NO_MODEL_HELP)
-        info("using the embedded toy-world model (it edits toy scenes only; pass --model/--base for real weights)")
+        info("using the embedded toy-world model: it edits 32x32 toy scenes (`sama synth`) and nothing else. For real "
+             "videos: --model <SAMA release weights> --base <Wan2.1-T2V-14B folder> (see README)")
     home = "cpu" if offload else dev
     meta: dict = {}
     folder = None
@@ -72,4 +73,7 @@ def load_editor(model: str | None = None, base: str | None = None, vae: str | No
     if codec.latent_channels != dit.config.in_channels:
         raise WeightsError(f"the model expects {dit.config.in_channels} latent channels but the VAE {vae_spec!r} "
                            f"gives {codec.latent_channels}: model and VAE do not belong together")
-    return Editor(dit, codec, te, device=dev, offload=offload, text_device=text_device)
+    editor = Editor(dit, codec, te, device=dev, offload=offload, text_device=text_device)
+    editor.working_size = tuple(meta["working_size"]) if meta.get("working_size") else None  # toy model: 32x32
+    editor.sampling = meta.get("sampling") or {}  # the sampler settings the checkpoint was made for, if recorded
+    return editor

@@ -58,7 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     doc = json.loads((src / "config.json").read_text())
     config = ModelConfig.from_dict(doc["config"])
     sd = {k: (v.half() if v.is_floating_point() else v) for k, v in load_file(str(src / "model.safetensors")).items()}
-    meta = {**doc["meta"], "stored_dtype": "float16", "toy_world": True}
+    scene = json.loads(next((demo / "toy" / "scenes").glob("*.json")).read_text())["target"]
+    # the one size it was trained at: `sama edit` works at it unless told otherwise
+    meta = {**doc["meta"], "stored_dtype": "float16", "toy_world": True,
+            "working_size": [scene["height"], scene["width"]],
+            "sampling": {"steps": 20, "guidance": 1.0, "shift": 5.0}}  # as `make demo` edits (DEMO_EDIT)
+    meta["toy_bench"] = json.loads((demo / "report" / "summary.json").read_text())["splits"]
     save_checkpoint(sd, out, config=config, meta=meta)
 
     rows = []

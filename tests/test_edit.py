@@ -131,3 +131,26 @@ def test_batch_manifest_resumes_and_survives_a_bad_row(kit, tmp_path: Path) -> N
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["skipped"] == 1 and [d["id"] for d in summary["done"]] == ["bad"]
+
+
+def test_offload_moves_each_part_for_its_stage_and_gives_the_same_edit(kit, monkeypatch) -> None:
+    """--offload: each part is moved to the compute device for its stage and back to the CPU after it
+    (recorded here; on this CPU-only machine both are the CPU), and the edit does not change."""
+    frames = resize_frames(read_video(CLIP, max_frames=5).frames, (64, 32))
+    plain = load_editor(model=str(kit["ckpt"]), device="cpu")
+    off = load_editor(model=str(kit["ckpt"]), device="cpu", offload=True)
+    moves: list[tuple[str, str]] = []
+    for name, part in (("text", off.text_encoder), ("dit", off.model), ("codec", off.codec)):
+        original = part.to
+
+        def spy(*args, _name=name, _original=original, **kwargs):
+            moves.append((_name, str(args[0] if args else kwargs.get("device"))))
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(part, "to", spy)
+    a, _ = plain.edit_frames(frames, "remove the cup", SamplingConfig(steps=2), EditSettings())
+    b, _ = off.edit_frames(frames, "remove the cup", SamplingConfig(steps=2), EditSettings())
+    assert torch.equal(a, b)
+    # text encoder, then codec (encode), DiT, codec (decode): each there and back
+    assert [m[0] for m in moves] == ["text", "text", "codec", "codec", "dit", "dit", "codec", "codec"]
+    assert all(m[1] == "cpu" for m in moves)

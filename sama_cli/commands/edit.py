@@ -40,11 +40,11 @@ def edit(
     base: str | None = typer.Option(None, "--base", help="Wan2.1-T2V folder: diffusers format or original files."),
     vae: str | None = typer.Option(None, "--vae", help="VAE spec (default: from the checkpoint or --base)."),
     text_encoder: str | None = typer.Option(None, "--text-encoder", help="UMT5 folder (default: from --base)."),
-    steps: int = typer.Option(50, help="Denoising steps."),
-    guidance: float = typer.Option(5.0, help="Classifier-free guidance scale."),
+    steps: int | None = typer.Option(None, help="Denoising steps [release: 50; a checkpoint may record its own]."),
+    guidance: float | None = typer.Option(None, help="Classifier-free guidance scale [release: 5]."),
     source_guidance: float | None = typer.Option(None, help="Dual guidance: source scale s_I (with --text-guidance)."),
     text_guidance: float | None = typer.Option(None, help="Dual guidance: text scale s_T."),
-    shift: float = typer.Option(5.0, help="Flow-matching sigma shift."),
+    shift: float | None = typer.Option(None, help="Flow-matching sigma shift [release: 5]."),
     scheduler: str = typer.Option("euler", help=f"Sampler: {' | '.join(SCHEDULERS)} (euler is the release's)."),
     seed: int = typer.Option(1, help="Random seed (release default 1)."),
     negative_prompt: str = typer.Option("[Video edit]", help="Negative prompt."),
@@ -77,7 +77,8 @@ def edit(
         raise InputError("no such file", path=src)
     if manifest is None and out.suffix.lower() != ".mp4":
         raise ConfigError(f"-o {out}: the output must be an .mp4 file")
-    sampling = SamplingConfig(steps=steps, shift=shift, guidance=guidance, source_guidance=source_guidance,
+    sampling = SamplingConfig(steps=steps or 50, shift=5.0 if shift is None else shift,
+                              guidance=5.0 if guidance is None else guidance, source_guidance=source_guidance,
                               text_guidance=text_guidance, scheduler=scheduler, seed=seed)
     sampling.validate()
     settings = EditSettings(prompt_prefix=prompt_prefix, negative_prompt=negative_prompt, null_negative=null_negative,
@@ -90,6 +91,14 @@ def edit(
         rows = [r for r in rows if r["kind"] != "t2v" and (wanted is None or r.get("split", "train") in wanted)][:limit]
     editor = load_editor(model=model, base=base, vae=vae, text_encoder=text_encoder, device=device, dtype=dtype,
                          offload=offload, text_encoder_cpu=text_encoder_cpu, tiling=tiling)
+
+    if settings.size is None and not settings.bucket and getattr(editor, "working_size", None):
+        settings.size = editor.working_size  # a model that knows one size (the toy model) works at it
+    # a checkpoint may record the sampler it was made for (the toy model: 20 steps, no guidance); flags win
+    recorded = getattr(editor, "sampling", None) or {}
+    for key, given in (("steps", steps), ("guidance", guidance), ("shift", shift)):
+        if given is None and key in recorded:
+            setattr(sampling, key, type(getattr(sampling, key))(recorded[key]))
 
     def one(source: Path, text: str, target: Path):
         sbs = target.with_suffix(".sbs.mp4") if side_by_side else None
