@@ -33,6 +33,8 @@ def _shipped_scores() -> dict | None:
     return json.loads((Path(path) / "config.json").read_text()).get("meta", {}).get("toy_bench")
 
 
+SHORT = {"edit_accuracy": "edit acc ↑", "preservation_psnr": "keep PSNR ↑", "preservation_ssim": "keep SSIM ↑",
+         "trajectory_error": "traj px ↓", "psnr": "PSNR ↑"}
 SPLITS = {"test": "held-out clips", "heldout": "held-out colour/shape combinations"}
 
 
@@ -52,11 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     demo = Path(args[0])
     scores = split_scores(demo)
-    for split, arms in scores.items():
+    for split, arms in sorted(scores.items(), key=lambda kv: kv[0] != "test"):  # held-out clips first
         table = Table(title=f"toy world, {SPLITS.get(split, split)} (split {split}; exact oracle)", show_edge=False)
-        table.add_column("model")
+        table.add_column("model", no_wrap=True)
         for k in TOY_METRICS:
-            table.add_column(k.replace("_", " "), justify="right")
+            table.add_column(SHORT.get(k, k), justify="right")
         for label, s in arms.items():
             table.add_row(label, *(f"{s[k]:.3f}" for k in TOY_METRICS))
         err.print(table)
