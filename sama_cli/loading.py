@@ -7,6 +7,7 @@ no other flag. Real SAMA weights take them from `--base` (a Wan diffusers folder
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -32,7 +33,11 @@ def _resolve_spec(spec: str | dict | None, folder: Path | None) -> str | None:
 
 
 def default_model() -> str | None:
-    """The embedded toy-world model shipped with the package, if this build has one."""
+    """The model `sama edit` uses without --model/--base: $SAMA_DEFAULT_MODEL (a checkpoint path, or
+    `none` to have none), else the embedded toy-world model shipped with the package."""
+    env = os.environ.get("SAMA_DEFAULT_MODEL")
+    if env is not None:
+        return None if env.lower() in ("", "none") else env
     path = Path(__file__).resolve().parent / "assets" / "toy_model"
     return str(path) if (path / "config.json").is_file() else None
 

@@ -120,7 +120,7 @@ def sample(
         generator = torch.Generator().manual_seed(cfg.seed)
     b = latent_shape[0]
     # a model trained without Semantic Anchoring (recorded by `train` in config.extra) denoises no semantic tokens
-    trained_with_sa = model.config.extra.get("semantic_anchoring", True)
+    trained_with_sa = (getattr(model.config, "extra", None) or {}).get("semantic_anchoring", True)
     n_sem = (model.config.semantic_tokens if trained_with_sa else 0) if cfg.semantic_tokens is None else cfg.semantic_tokens
     latents = torch.randn(latent_shape, generator=generator, dtype=torch.float32).to(device)
     semantic = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -27,9 +28,9 @@ CLIP = REAL_FIXTURES / "remove-04-source.mp4"
 FAST = ["--steps", "2", "--size", "64x32", "--max-frames", "9", "--device", "cpu"]
 
 
-def sama(*args, cwd: Path = REPO) -> subprocess.CompletedProcess:
+def sama(*args, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "sama_cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+                          cwd=cwd, timeout=300, env=None if env is None else {**os.environ, **env})
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +101,8 @@ def test_bad_inputs_fail_cleanly_without_output(kit, tmp_path: Path, case: str) 
         extra = ["--model", kit["wrong"], "--base", kit["wan"]]
     elif case == "no-model":
         extra = []
-    res = sama("edit", clip, text, "-o", out, *extra, *(FAST if case != "bad-size" else ["--size", "50x30"]))
+    res = sama("edit", clip, text, "-o", out, *extra, *(FAST if case != "bad-size" else ["--size", "50x30"]),
+               env={"SAMA_DEFAULT_MODEL": "none"} if case == "no-model" else None)  # no embedded model either
     assert res.returncode == 2, res.stderr
     message = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert len(message) == 1, res.stderr
