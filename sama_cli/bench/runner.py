@@ -50,7 +50,7 @@ def attach_edits(samples: list[BenchSample], edits: Path | None, baseline: str |
 def pick_frames(frames, count: int) -> np.ndarray:
     """`count` frames evenly spread over a (T, H, W, 3) clip (all of them when it is shorter)."""
     idx = np.linspace(0, frames.shape[0] - 1, num=min(count, frames.shape[0])).round().astype(int)
-    return np.asarray(frames[idx])
+    return np.asarray(frames)[idx]
 
 
 def sample_frames(path: Path, count: int) -> np.ndarray:

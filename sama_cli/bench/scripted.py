@@ -118,3 +118,22 @@ class ScriptedServer:
                     pass  # the client gave up (timeout)
 
         return Handler
+
+
+def main() -> None:
+    """Serve from a process of its own (the throughput benchmark: the server must not share the
+    harness's interpreter lock): prints the base URL, then serves until killed."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(description="A scripted OpenAI-compatible chat-completions server.")
+    p.add_argument("--latency", type=float, default=0.0)
+    args = p.parse_args()
+    with ScriptedServer(latency=args.latency) as server:
+        sys.stdout.write(server.base_url + "\n")
+        sys.stdout.flush()
+        server.thread.join()
+
+
+if __name__ == "__main__":
+    main()
