@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 NUM_TRAIN_TIMESTEPS = 1000
-SIGMA_MIN = 0.003 / 1.002  # release scheduler's last sigma before the final step to 0
 
 
 def shift_sigma(sigma: torch.Tensor | float, shift: float) -> torch.Tensor:
@@ -22,11 +21,16 @@ def shift_sigma(sigma: torch.Tensor | float, shift: float) -> torch.Tensor:
     return shift * sigma / (1 + (shift - 1) * sigma)
 
 
-def inference_sigmas(num_steps: int = 50, shift: float = 5.0, sigma_min: float = SIGMA_MIN) -> torch.Tensor:
-    """The release's sampling schedule: `num_steps` shifted sigmas from 1 down to `sigma_min`, then 0
-    appended (the last step lands on data). Returns (num_steps + 1,) float64."""
-    base = torch.linspace(1.0, sigma_min, num_steps, dtype=torch.float64)
-    return torch.cat([shift_sigma(base, shift), torch.zeros(1, dtype=torch.float64)])
+def release_grid(num: int) -> torch.Tensor:
+    """`linspace(1, 0, num + 1)[:-1]`: the release builds its FlowMatchScheduler with `sigma_min=0,
+    extra_one_step=True` (wan_video_semantic.py), so the grid stops one step short of 0. (num,) float64."""
+    return torch.linspace(1.0, 0.0, num + 1, dtype=torch.float64)[:-1]
+
+
+def inference_sigmas(num_steps: int = 50, shift: float = 5.0) -> torch.Tensor:
+    """The release's sampling schedule: the shifted grid of `num_steps` sigmas from 1 down to 1/num_steps
+    (before the shift), then 0 appended (the last step lands on data). Returns (num_steps + 1,) float64."""
+    return torch.cat([shift_sigma(release_grid(num_steps), shift), torch.zeros(1, dtype=torch.float64)])
 
 
 def timestep_of(sigma: torch.Tensor) -> torch.Tensor:
@@ -46,10 +50,10 @@ def velocity_target(x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
 def sample_training_sigmas(batch: int, generator: torch.Generator | None = None, shift: float = 5.0,
                            grid: int = NUM_TRAIN_TIMESTEPS) -> torch.Tensor:
     """Per-sample training sigmas: a uniform draw from the release's shifted grid of `grid` sigmas
-    between 1 and SIGMA_MIN (shift 5 in the release). (B,) float32."""
+    (`set_timesteps(1000, training=True)` on the same scheduler: 1, 0.999, ..., 0.001 before the shift;
+    shift 5 in the release). (B,) float32."""
     ids = torch.randint(0, grid, (batch,), generator=generator)
-    base = torch.linspace(1.0, SIGMA_MIN, grid, dtype=torch.float64)
-    return shift_sigma(base, shift)[ids].float()
+    return shift_sigma(release_grid(grid), shift)[ids].float()
 
 
 def euler_step(x: torch.Tensor, velocity: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:

@@ -12,6 +12,7 @@ from sama_cli.flow import (
     dual_cfg_combine,
     inference_sigmas,
     sama_loss,
+    sample_training_sigmas,
     shift_sigma,
     velocity_target,
 )
@@ -179,6 +180,13 @@ def test_flow_helpers_by_hand() -> None:
     sig = inference_sigmas(50, 5.0)
     assert sig.shape == (51,) and float(sig[0]) == 1.0 and float(sig[-1]) == 0.0
     assert bool((sig[1:] < sig[:-1]).all())
+    # release: FlowMatchScheduler(shift=5, sigma_min=0, extra_one_step=True): grid 1, 49/50, ..., 1/50, then 0
+    assert float(sig[-2]) == pytest.approx(5 * 0.02 / (1 + 4 * 0.02), abs=1e-12)  # 0.0926
+    assert float(sig[-3]) == pytest.approx(5 * 0.04 / (1 + 4 * 0.04), abs=1e-12)  # 0.1724
+    assert [float(v) for v in inference_sigmas(2, 5.0)] == pytest.approx([1.0, 2.5 / 3.0, 0.0], abs=1e-12)
+    train = sample_training_sigmas(4096, torch.Generator().manual_seed(0), shift=1.0)
+    assert float(train.max()) == 1.0 and float(train.min()) >= 0.001 - 1e-7  # grid 1, 0.999, ..., 0.001
+    assert torch.allclose(train * 1000, (train * 1000).round(), atol=1e-3)
     x0, eps = torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0, -1.0]])
     torch.testing.assert_close(add_noise(x0, eps, torch.tensor([0.25])), torch.tensor([[1.5, 1.25]]))
     v_pred, s_pred = torch.tensor([[2.0, -3.0]]), torch.tensor([[[0.5, 1.0]]])
