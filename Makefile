@@ -47,13 +47,15 @@ DEMO       ?= $(OUT)/demo
 DEMO_SEED  ?= 0
 DEMO_SYNTH ?= --clips 400 --images 200 --t2v 160 --frames 5 --size 32
 DEMO_EDIT  ?= --split test,heldout --steps 20 --guidance 1 --shift 5 --side-by-side
+# 5-frame clips: the release's speed pretext trims 2x (5 -> 2 frames) down to 1 frame; padding keeps motion
+DEMO_MIX   ?= --fit pad
 S0_ARGS    ?=
 S1_ARGS    ?=
 
 $(DEMO)/toy/manifest.jsonl: | $(STAMP)
 	$(SAMA) synth $(DEMO)/toy $(DEMO_SYNTH) --seed $(DEMO_SEED)
 $(DEMO)/mix/manifest.jsonl: $(DEMO)/toy/manifest.jsonl
-	$(SAMA) perturb --mix $< -o $(DEMO)/mix --seed $(DEMO_SEED)
+	$(SAMA) perturb --mix $< -o $(DEMO)/mix --seed $(DEMO_SEED) $(DEMO_MIX)
 $(DEMO)/lat/manifest.jsonl: $(DEMO)/mix/manifest.jsonl
 	$(SAMA) encode $< -o $(DEMO)/lat --vae pixel:s4 --text-encoder tiny
 $(DEMO)/anc/manifest.jsonl: $(DEMO)/lat/manifest.jsonl
