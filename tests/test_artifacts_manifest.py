@@ -49,6 +49,21 @@ def test_atomic_writes_never_leave_partial_files(tmp_path: Path) -> None:
     assert target.read_text() == "previous" and [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
 
 
+def test_outputs_get_the_mode_a_plain_open_gives(tmp_path: Path) -> None:
+    """mkstemp creates 0600 files; outputs must be readable by whoever could read a plainly written file."""
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    with atomic_path(tmp_path / "out.bin") as tmp:
+        tmp.write_bytes(b"x")
+    save_artifact(tmp_path / "a.safetensors", {"latents": torch.zeros(1)}, "latents", {})
+    for p in (tmp_path / "out.bin", tmp_path / "a.safetensors"):
+        assert p.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
 def test_manifest_resolution_and_round_trip(tmp_path: Path) -> None:
     (tmp_path / "clips").mkdir()
     (tmp_path / "clips" / "a.mp4").write_bytes(b"x")
