@@ -14,6 +14,7 @@ until its turn (text encoder -> DiT -> VAE).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import resource
 import time
 from collections.abc import Iterator
@@ -136,8 +137,9 @@ class Editor:
             source = self.codec.encode(video.to(self.device))
         seconds["encode"] = time.perf_counter() - t0
 
-        if settings.anchor_frames is not None:
-            sampling.semantic_tokens = self.model.config.semantic_tokens_per_frame * settings.anchor_frames
+        if settings.anchor_frames is not None:  # a copy: the caller's config serves the next clip unchanged
+            sampling = dataclasses.replace(
+                sampling, semantic_tokens=self.model.config.semantic_tokens_per_frame * settings.anchor_frames)
         t0 = time.perf_counter()
         with self._stage(self.model, self.device), torch.no_grad():
             result = sample(self.model, tuple(source.shape), context, negative, source, sampling, on_step=on_step)
@@ -182,9 +184,14 @@ def edit_file(editor: Editor, src: str | Path, instruction: str, out: str | Path
     t_read = time.perf_counter() - t_start
     edited, report = editor.edit_frames(frames, instruction, sampling, settings, on_step=on_step)
     t0 = time.perf_counter()
-    write_video(out, edited, video.fps, audio_from=src if audio else None)
-    if side_by_side is not None:
+    if side_by_side is not None:  # first: OUT is what batch mode takes for "done"
         write_video(side_by_side, hstack_videos(frames, edited), video.fps)
+    try:
+        write_video(out, edited, video.fps, audio_from=src if audio else None)
+    except BaseException:
+        if side_by_side is not None:
+            Path(side_by_side).unlink(missing_ok=True)
+        raise
     report.seconds["io"] = t_read + time.perf_counter() - t0
     report.seconds["total"] = time.perf_counter() - t_start
     report.fps = video.fps

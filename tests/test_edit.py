@@ -88,7 +88,7 @@ def test_frame_count_not_4k1_is_padded_and_trimmed(kit, tmp_path: Path) -> None:
     assert json.loads(res.stdout)["padded_frames"] == 2 and probe(out).frames == 7
 
 
-@pytest.mark.parametrize("case", ["corrupt", "empty-instruction", "wrong-size", "no-model", "bad-size"])
+@pytest.mark.parametrize("case", ["corrupt", "empty-instruction", "wrong-size", "no-model", "bad-size", "zero-steps"])
 def test_bad_inputs_fail_cleanly_without_output(kit, tmp_path: Path, case: str) -> None:
     out = tmp_path / "out.mp4"
     clip, text, extra = CLIP, "remove the cup", ["--model", kit["ckpt"]]
@@ -101,13 +101,15 @@ def test_bad_inputs_fail_cleanly_without_output(kit, tmp_path: Path, case: str) 
         extra = ["--model", kit["wrong"], "--base", kit["wan"]]
     elif case == "no-model":
         extra = []
-    res = sama("edit", clip, text, "-o", out, *extra, *(FAST if case != "bad-size" else ["--size", "50x30"]),
+    flags = {"bad-size": ["--size", "50x30"], "zero-steps": ["--steps", "0", *FAST[2:]]}.get(case, FAST)
+    res = sama("edit", clip, text, "-o", out, *extra, *flags,
                env={"SAMA_DEFAULT_MODEL": "none"} if case == "no-model" else None)  # no embedded model either
     assert res.returncode == 2, res.stderr
     message = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert len(message) == 1, res.stderr
     expected = {"corrupt": "broken.mp4", "empty-instruction": "instruction is empty",
-                "wrong-size": "shape mismatch", "no-model": "no model given", "bad-size": "multiples of 32"}[case]
+                "wrong-size": "shape mismatch", "no-model": "no model given", "bad-size": "multiples of 32",
+                "zero-steps": "steps must be at least 1"}[case]
     assert expected in message[0]
     assert not out.exists() and not list(tmp_path.glob(".out*"))
 
@@ -156,3 +158,40 @@ def test_offload_moves_each_part_for_its_stage_and_gives_the_same_edit(kit, monk
     # text encoder, then codec (encode), DiT, codec (decode): each there and back
     assert [m[0] for m in moves] == ["text", "text", "codec", "codec", "dit", "dit", "codec", "codec"]
     assert all(m[1] == "cpu" for m in moves)
+
+
+def test_batch_survives_any_exception_in_a_row(kit, tmp_path: Path, monkeypatch) -> None:
+    """Not only our own errors: an exception from torch or a codec in one row is reported, the rest go on."""
+    from typer.testing import CliRunner
+
+    import sama_cli.editing
+    from sama_cli.cli import app
+
+    real = sama_cli.editing.edit_file
+
+    def flaky(editor, src, instruction, out, *args, **kwargs):
+        if "boom" in instruction:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(editor, src, instruction, out, *args, **kwargs)
+
+    monkeypatch.setattr(sama_cli.editing, "edit_file", flaky)
+    manifest = tmp_path / "rows.jsonl"
+    rows = [{"id": "a", "kind": "video_edit", "source": str(CLIP), "instruction": "boom"},
+            {"id": "b", "kind": "video_edit", "source": str(CLIP), "instruction": "remove the cup"}]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = CliRunner().invoke(app, ["edit", "--manifest", str(manifest), "-o", str(tmp_path / "e"), "--model",
+                                   str(kit["ckpt"]), "--json", *FAST])
+    assert res.exit_code == 1, res.output
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert [d["id"] for d in summary["done"]] == ["b"]
+    assert summary["failed"] == [{"id": "a", "error": "RuntimeError: CUDA out of memory (simulated)"}]
+    assert not (tmp_path / "e" / "a.mp4").exists()
+
+
+def test_anchor_count_does_not_change_the_callers_sampling_config(kit) -> None:
+    editor = load_editor(str(kit["ckpt"]), device="cpu")
+    frames = resize_frames(read_video(CLIP, max_frames=5).frames, (32, 64))
+    sampling = SamplingConfig(steps=1, guidance=1.0)
+    before = sampling.semantic_tokens
+    editor.edit_frames(frames, "remove the cup", sampling, EditSettings(anchor_frames=2))
+    assert sampling.semantic_tokens == before

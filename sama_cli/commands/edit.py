@@ -9,6 +9,8 @@ from pathlib import Path
 
 import typer
 
+from rich.markup import escape
+
 from sama_cli.console import err, info, progress
 from sama_cli.errors import EXIT_FAILED, ConfigError, InputError, SamaError
 from sama_cli.loading import load_editor
@@ -77,7 +79,7 @@ def edit(
         raise InputError("no such file", path=src)
     if manifest is None and out.suffix.lower() != ".mp4":
         raise ConfigError(f"-o {out}: the output must be an .mp4 file")
-    sampling = SamplingConfig(steps=steps or 50, shift=5.0 if shift is None else shift,
+    sampling = SamplingConfig(steps=50 if steps is None else steps, shift=5.0 if shift is None else shift,
                               guidance=5.0 if guidance is None else guidance, source_guidance=source_guidance,
                               text_guidance=text_guidance, scheduler=scheduler, seed=seed)
     sampling.validate()
@@ -128,9 +130,10 @@ def edit(
         try:
             report = one(Path(row["source"]), row["instruction"], target)
             done.append({"id": row["id"], "output": str(target), **report.as_dict()})
-        except SamaError as e:
-            failed.append({"id": row["id"], "error": e.message})
-            err.print(f"[red]failed[/red] {row['id']}: {e.message} ({time.perf_counter() - t0:.1f}s)")
+        except Exception as e:  # one bad row (unreadable file, out of memory, ...) never stops the batch
+            message = e.message if isinstance(e, SamaError) else f"{type(e).__name__}: {e}"
+            failed.append({"id": row["id"], "error": message})
+            err.print(f"[red]failed[/red] {row['id']}: {escape(message)} ({time.perf_counter() - t0:.1f}s)")
     write_manifest([r for r in results if Path(r["output"]).exists()], out / "manifest.jsonl")
     _print_summary(done, failed, skipped)
     if as_json:
