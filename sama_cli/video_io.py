@@ -98,28 +98,72 @@ def _rotate(frame: np.ndarray, rotation: int) -> np.ndarray:
 def probe(path: str | Path) -> VideoInfo:
     """Frame count, fps, display size, rotation, audio and codec, without decoding the whole file
     (when the container does not store a frame count, the frames are counted by demuxing)."""
+    import av
+
     path = Path(path)
     _check_exists(path)
     if is_image(path):
         img = _read_image(path)
         return VideoInfo(path, 1, 1.0, img.shape[1], img.shape[0], 0, False, path.suffix.lstrip(".").lower())
     with _open(path) as container:
-        if not container.streams.video:
-            raise InputError("has no video stream", path=path)
-        stream = container.streams.video[0]
-        cc = stream.codec_context
-        rotation = _stream_rotation(container, stream)
-        frames = stream.frames
-        if not frames:
-            frames = sum(1 for p in container.demux(stream) if p.size)
-        fps = float(stream.average_rate or stream.guessed_rate or 0) or 1.0
-        w, h = cc.width, cc.height
+        try:
+            if not container.streams.video:
+                raise InputError("has no video stream", path=path)
+            stream = container.streams.video[0]
+            cc = stream.codec_context
+            rotation = _stream_rotation(container, stream)
+            fps = float(stream.average_rate or stream.guessed_rate or 0) or 1.0
+            frames = stream.frames or _count_frames(path, container, stream, fps)
+            w, h = cc.width, cc.height
+        except (av.error.FFmpegError, ValueError, OSError) as e:
+            raise InputError(f"corrupt or truncated video ({_one_line(e)})", path=path) from None
         if rotation % 180:
             w, h = h, w
         if frames == 0:
             raise InputError("has zero frames", path=path)
         return VideoInfo(path, frames, fps, w, h, rotation, bool(container.streams.audio), cc.name,
                          cc.pix_fmt or "")
+
+
+def _one_line(e: BaseException) -> str:
+    """An FFmpeg/decord message on one line, without decord's `[hh:mm:ss] file.cc:line:` prefixes."""
+    import re
+
+    return " ".join(re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", str(e)).split()) or type(e).__name__
+
+
+def _announced_seconds(stream) -> float | None:
+    """The video stream's own duration: from the stream header, or Matroska/WebM's per-track DURATION
+    tag (the container's duration may belong to a longer audio track, so it is not used)."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    tag = stream.metadata.get("DURATION") or stream.metadata.get("duration")
+    if tag:
+        try:
+            hours, minutes, seconds = tag.split(":")
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        except ValueError:
+            return None
+    return None
+
+
+def _count_frames(path: Path, container, stream, fps: float) -> int:
+    """Count the packets of a stream that stores no frame count (Matroska, WebM, GIF, ...). Such a
+    file cut short still demuxes cleanly, so where the stream announces its duration, a stream that
+    ends more than half a frame early is reported as truncated."""
+    count, end = 0, 0.0
+    for packet in container.demux(stream):
+        if not packet.size:
+            continue
+        count += 1
+        if packet.pts is not None and packet.time_base:
+            length = float(packet.duration * packet.time_base) if packet.duration else 1 / fps
+            end = max(end, float(packet.pts * packet.time_base) + length)
+    announced = _announced_seconds(stream)
+    if count and announced and end < announced - 0.5 / fps:
+        raise InputError(f"truncated or corrupt video: the stream ends at {end:.3f}s of the {announced:.3f}s its "
+                         f"header announces ({count} frames present)", path=path)
+    return count
 
 
 def _stream_rotation(container, stream) -> int:
@@ -215,11 +259,31 @@ def _read_av(path: Path, info: VideoInfo, start: int, end: int | None, step: int
                 if i >= last:
                     break
         except (av.error.FFmpegError, ValueError) as e:
-            raise InputError(f"corrupt or truncated video stream after {len(out)} frames ({e})", path=path) from None
-    if len(out) < len(wanted) and info.frames and len(out) < min(len(wanted), info.frames - 1):
-        raise InputError(f"truncated video: {info.frames} frames announced, {len(out)} of the "
-                         f"{len(wanted)} requested decodable", path=path)
+            raise InputError(f"corrupt or truncated video stream after {len(out)} frames ({_one_line(e)})",
+                             path=path) from None
+    if len(out) < len(wanted):
+        # Every announced frame must decode, except those an MP4 edit list hides: their packets are
+        # flagged discard (a clip cut without re-encoding), and FFmpeg drops them while decoding.
+        shown = info.frames - _discarded_packets(path)
+        if len(out) < len(_wanted(start, end, step, max_frames, shown)):
+            raise InputError(f"truncated or corrupt video: {info.frames} frames announced, {len(out)} of the "
+                             f"{len(wanted)} requested decodable", path=path)
+        info.frames = shown
     return torch.from_numpy(np.stack(out)) if out else torch.empty(0, info.height, info.width, 3, dtype=torch.uint8)
+
+
+def _discarded_packets(path: Path) -> int:
+    """Packets an edit list marks as discarded, or 0 when the stream has fewer packets than it announces
+    (a file cut short): then nothing explains the missing frames."""
+    import av
+
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        try:
+            packets = [p.is_discard for p in container.demux(stream) if p.size]
+        except (av.error.FFmpegError, ValueError):
+            return 0
+        return sum(packets) if len(packets) == stream.frames else 0
 
 
 def _read_decord(path: Path, info: VideoInfo, start: int, end: int | None, step: int, max_frames: int | None) -> torch.Tensor:
@@ -235,7 +299,7 @@ def _read_decord(path: Path, info: VideoInfo, start: int, end: int | None, step:
         return torch.from_numpy(vr.get_batch(idx).asnumpy()) if idx else torch.empty(0, info.height, info.width, 3,
                                                                                      dtype=torch.uint8)
     except decord.DECORDError as e:
-        raise InputError(f"corrupt or truncated video stream ({e})", path=path) from None
+        raise InputError(f"corrupt or truncated video stream ({_one_line(e)})", path=path) from None
 
 
 def read_frames_folder(path: str | Path, fps: float = 1.0) -> Video:

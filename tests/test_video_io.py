@@ -214,3 +214,82 @@ def test_4k1_resize_and_side_by_side() -> None:
     assert resize_frames(frames, (16, 24), "stretch").shape == (2, 16, 24, 3)
     sbs = hstack_videos(frames, torch.zeros(3, 20, 20, 3, dtype=torch.uint8))
     assert sbs.shape == (2, 40, 120, 3)
+
+
+def write_pyav(path: Path, codec: str, frames: np.ndarray, fps: int, *, fmt: str | None = None,
+               options: dict | None = None) -> Path:
+    """A clip written by PyAV directly (not by our writer), in the container `path`'s suffix names."""
+    try:
+        av.codec.Codec(codec, "w")
+    except av.error.FFmpegError:  # UnknownCodecError: the bundled FFmpeg was built without it
+        pytest.skip(f"the bundled FFmpeg has no {codec} encoder")
+    with av.open(str(path), "w", format=fmt) as out:
+        s = out.add_stream(codec, rate=fps)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        s.options = options or {}
+        for i, img in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts = i
+            for p in s.encode(f):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    return path
+
+
+def smooth_frames(n: int, h: int = 48, w: int = 64) -> np.ndarray:
+    """Frames a lossy codec keeps close: a gradient that shifts by frame."""
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([np.stack([(x * 4 + i * 8) % 256, (y * 5) % 256, np.full_like(x, i * 20)], -1)
+                     for i in range(n)]).astype(np.uint8)
+
+
+@pytest.mark.parametrize(("name", "codec"), [("h264.mkv", "libx264"), ("ffv1.mkv", "ffv1"),
+                                             ("vp9.webm", "libvpx-vp9"), ("vp8.webm", "libvpx")])
+def test_mkv_and_webm_read_back_and_cut_files_are_errors(tmp_path: Path, name: str, codec: str) -> None:
+    frames = smooth_frames(12)
+    path = write_pyav(tmp_path / name, codec, frames, 12)
+    info = probe(path)  # these containers store no frame count: probe counts packets
+    assert (info.frames, info.fps, info.width, info.height) == (12, 12.0, 64, 48)
+    for backend in ("auto", "av"):
+        video = read_video(path, backend=backend)
+        assert video.frames.shape == (12, 48, 64, 3) and video.fps == 12.0
+        assert (video.frames.float() - torch.from_numpy(frames).float()).abs().mean() < 12
+    data = path.read_bytes()
+    cut = tmp_path / f"cut-{name}"
+    cut.write_bytes(data[: int(len(data) * 0.8)])  # Matroska demuxes a cut file cleanly: the header's
+    garbled = bytearray(data)  # duration tells that frames are missing
+    garbled[len(data) // 2 : len(data) // 2 + 2000] = bytes(2000)
+    (tmp_path / f"garbled-{name}").write_bytes(bytes(garbled))
+    for bad in (cut, tmp_path / f"garbled-{name}"):
+        with pytest.raises(InputError, match="truncated or corrupt") as e:
+            read_video(bad)
+        assert str(bad) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_lost_last_frame_is_an_error_and_an_edit_list_is_not(tmp_path: Path) -> None:
+    path = write_pyav(tmp_path / "clip.mp4", "libx264", smooth_frames(9), 12,
+                      options={"tune": "zerolatency", "bframes": "0"})
+    with av.open(str(path)) as c:
+        last = [p for p in c.demux(video=0) if p.size][-1]
+        pos, size = last.pos, last.size
+    data = bytearray(path.read_bytes())
+    data[pos : pos + size] = bytes(size)  # 9 frames announced; the decoder drops the last, quietly
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(bytes(data))
+    for backend in ("av", "auto"):
+        with pytest.raises(InputError, match="corrupt") as e:
+            read_video(broken, backend=backend)
+        assert str(broken) in str(e.value) and "\n" not in str(e.value)
+    # a clip cut without re-encoding: an edit list hides its first 2 packets (flagged discard)
+    cut = tmp_path / "cut.mp4"
+    with av.open(str(path)) as src, av.open(str(cut), "w") as dst:
+        out = dst.add_stream_from_template(src.streams.video[0])
+        shift = 2 * int(1 / (12 * src.streams.video[0].time_base))
+        for p in src.demux(video=0):
+            if p.dts is not None:
+                p.pts, p.dts, p.stream = p.pts - shift, p.dts - shift, out
+                dst.mux(p)
+    assert probe(cut).frames == 9
+    video = read_video(cut, backend="av")
+    assert video.num_frames == video.info.frames == 7
