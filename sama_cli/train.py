@@ -22,7 +22,7 @@ from sama_cli import checkpoint as ckpt
 from sama_cli.config import Recipe, check_files
 from sama_cli.console import info, warn
 from sama_cli.data import ArtifactDataset, BucketSampler, collate, pretext_on_the_fly, step_generator
-from sama_cli.distributed import all_reduce_mean, choose_parallel, setup, teardown, unwrap, wrap
+from sama_cli.distributed import Dist, all_reduce_mean, choose_parallel, setup, teardown, unwrap, wrap
 from sama_cli.flow import add_noise, sama_loss, sample_training_sigmas, timestep_of, velocity_target
 from sama_cli.model.config import from_preset
 from sama_cli.model.transformer import SamaTransformer, build_model
@@ -53,6 +53,53 @@ def lr_at(step: int, recipe: Recipe) -> float:
     progress = (step - o.warmup_steps) / max(1, recipe.train.steps - o.warmup_steps)
     floor = o.lr * o.min_lr_ratio
     return floor + (o.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@dataclass
+class MicroBatch:
+    """One noised micro-batch: what the forward pass and the loss need."""
+
+    x_t: torch.Tensor  # (B, C, T, H, W) noised target latents
+    sigma: torch.Tensor  # (B,) on the CPU
+    velocity: torch.Tensor  # (B, C, T, H, W) flow-matching target
+    text: torch.Tensor  # (B, text_len, D), zeroed where the prompt is dropped
+    source: torch.Tensor | None  # (B, C, T', H, W)
+    sem_in: torch.Tensor | None  # (B, N_sem, S) noised anchors
+    sem_target: torch.Tensor | None  # (B, N_sem, S)
+    task: str = "none"  # on-the-fly pretext task of the batch
+
+    def __len__(self) -> int:
+        return self.x_t.shape[0]
+
+
+def draw_micro_batch(dataset: ArtifactDataset, sampler: BucketSampler, recipe: Recipe, tick: int, d: Dist,
+                     text_len: int, device: torch.device) -> MicroBatch:
+    """The batch and noise of micro-step `tick` (= step * accumulate + micro) on this rank: a pure function
+    of (seed, tick, rank, world), the basis of exact resume."""
+    T = recipe.train
+    samples = [dataset.samples[i] for i in sampler.indices(tick)]
+    task = "none"
+    if recipe.data.pretext_on_the_fly:
+        samples, task = pretext_on_the_fly(samples, recipe.data.task_ratio,
+                                           step_generator(T.seed, tick, stream=3 + d.world + d.rank))
+    batch = collate(samples, text_len)
+    batch = batch.to(device, torch.float32)
+    g = step_generator(T.seed, tick, stream=2 + d.rank)
+    b = len(batch)
+    sigma = sample_training_sigmas(b, g, T.shift)
+    eps = torch.randn(batch.target.shape, generator=g).to(device)
+    x_t = add_noise(batch.target, eps, sigma.to(device))
+    sem_in = sem_target = None
+    if T.semantic and batch.anchors is not None:
+        eps_s = torch.randn(batch.anchors.shape, generator=g).to(device)
+        sem_in = add_noise(batch.anchors, eps_s, sigma.to(device))
+        sem_target = velocity_target(batch.anchors, eps_s)
+    text = batch.text
+    if recipe.data.drop_text > 0:
+        keep = (torch.rand(b, generator=g) >= recipe.data.drop_text).to(device, text.dtype)
+        text = text * keep[:, None, None]
+    return MicroBatch(x_t=x_t, sigma=sigma, velocity=velocity_target(batch.target, eps), text=text,
+                      source=batch.source, sem_in=sem_in, sem_target=sem_target, task=task)
 
 
 def build_for_training(recipe: Recipe) -> SamaTransformer:
@@ -127,39 +174,21 @@ def train(recipe: Recipe, *, on_log=None) -> TrainResult:
             for micro in range(o.accumulate):
                 # -- batch and noise: pure functions of (seed, step, micro, rank)
                 tick = step * o.accumulate + micro
-                samples = [dataset.samples[i] for i in sampler.indices(tick)]
+                mb = draw_micro_batch(dataset, sampler, recipe, tick, d, config.text_len, device)
                 if recipe.data.pretext_on_the_fly:
-                    samples, task = pretext_on_the_fly(samples, recipe.data.task_ratio,
-                                                       step_generator(T.seed, tick, stream=3 + d.world + d.rank))
-                    tasks[task] += 1
-                batch = collate(samples, config.text_len)
-                batch = batch.to(device, torch.float32)
-                g = step_generator(T.seed, tick, stream=2 + d.rank)
-                b = len(batch)
-                sigma = sample_training_sigmas(b, g, T.shift)
-                eps = torch.randn(batch.target.shape, generator=g).to(device)
-                x_t = add_noise(batch.target, eps, sigma.to(device))
-                sem_in = sem_target = None
-                if T.semantic and batch.anchors is not None:
-                    eps_s = torch.randn(batch.anchors.shape, generator=g).to(device)
-                    sem_in = add_noise(batch.anchors, eps_s, sigma.to(device))
-                    sem_target = velocity_target(batch.anchors, eps_s)
-                text = batch.text
-                if recipe.data.drop_text > 0:
-                    keep = (torch.rand(b, generator=g) >= recipe.data.drop_text).to(device, text.dtype)
-                    text = text * keep[:, None, None]
+                    tasks[mb.task] += 1
                 timing["data"] += time.perf_counter() - t0
                 # -- forward, loss, backward
                 t1 = time.perf_counter()
                 with autocast:
-                    pred = net(x_t, timestep_of(sigma).to(device), text, source_latents=batch.source,
-                               semantic_latents=sem_in)
-                parts = sama_loss(pred.video, velocity_target(batch.target, eps), pred.semantic, sem_target,
-                                  T.semantic_weight)
+                    pred = net(mb.x_t, timestep_of(mb.sigma).to(device), mb.text, source_latents=mb.source,
+                               semantic_latents=mb.sem_in)
+                parts = sama_loss(pred.video, mb.velocity, pred.semantic, mb.sem_target, T.semantic_weight)
+                # k micro-batches of b, each loss divided by k: the gradient of one batch of k*b
                 (parts.total / o.accumulate).backward()
                 for k, v in parts.as_floats().items():
                     parts_sum[k] += v / o.accumulate
-                n_samples += b
+                n_samples += len(mb)
                 timing["compute"] += time.perf_counter() - t1
                 t0 = time.perf_counter()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -13,10 +14,12 @@ import torch
 from helpers_train import tiny_recipe_overrides, write_artifact_manifest
 
 from sama_cli import checkpoint as ckpt
+from sama_cli import train as sama_train
 from sama_cli.config import load_recipe
+from sama_cli.data import BucketSampler
 from sama_cli.errors import ConfigError
 from sama_cli.model.weights import load_checkpoint
-from sama_cli.train import train
+from sama_cli.train import MicroBatch, lr_at, train
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -67,8 +70,10 @@ import os, signal, sys
 sys.path.insert(0, {tests!r})
 import torch.distributed.checkpoint as dcp
 from sama_cli import checkpoint as ckpt
+from sama_cli import train as sama_train
 from sama_cli.config import load_recipe
-from sama_cli.train import train
+from sama_cli.data import BucketSampler
+from sama_cli.train import MicroBatch, lr_at, train
 from helpers_train import tiny_recipe_overrides
 from pathlib import Path
 real = dcp.save
@@ -146,3 +151,51 @@ def test_shipped_recipes_load_and_carry_the_paper_numbers() -> None:
             assert r.train.semantic_weight == 0.1 and r.train.ema_decay == 0.9998 and r.train.shift == 5.0
             assert r.data.task_ratio == [1, 2, 3, 4] and (r.data.image_batch, r.data.video_batch) == (16, 4)
             assert r.model.overrides["anchor_frames"] == 1 and r.model.overrides["semantic_local_grid"] == 8
+
+
+def test_cosine_lr_after_warmup_by_hand() -> None:
+    r = load_recipe(None, ["optim.lr=0.001", "optim.warmup_steps=4", "optim.schedule=cosine",
+                           "optim.min_lr_ratio=0.1", "train.steps=12"])
+    # warm-up: linear from lr/4; then floor + (lr - floor) * (1 + cos(pi * progress)) / 2 over 8 steps
+    want = {0: 0.25e-3, 3: 1e-3, 4: 1e-3, 6: 0.1e-3 + 0.9e-3 * (1 + 0.5**0.5) / 2, 8: 0.55e-3,
+            10: 0.1e-3 + 0.9e-3 * (1 - 0.5**0.5) / 2, 12: 0.1e-3, 20: 0.1e-3}
+    for step, lr in want.items():
+        assert lr_at(step, r) == pytest.approx(lr, rel=1e-12), step
+    constant = load_recipe(None, ["optim.lr=0.001", "optim.warmup_steps=4", "train.steps=12"])
+    assert [lr_at(s, constant) for s in (1, 4, 11)] == pytest.approx([0.5e-3, 1e-3, 1e-3])
+
+
+class GradRecordingAdamW(torch.optim.AdamW):
+    """AdamW that keeps a copy of the gradients it is asked to apply."""
+
+    seen: list[list[torch.Tensor]] = []
+
+    def step(self, closure=None):
+        GradRecordingAdamW.seen.append([p.grad.clone() for g in self.param_groups for p in g["params"]])
+        return super().step(closure)
+
+
+def test_accumulated_micro_batches_give_the_gradient_of_one_big_batch(tmp_path: Path, monkeypatch) -> None:
+    manifest = write_artifact_manifest(tmp_path / "data")
+    monkeypatch.setattr(torch.optim, "AdamW", GradRecordingAdamW)
+    GradRecordingAdamW.seen = []
+    common = {"optim.grad_clip": 1e9, "train.save_every": 100, "data.drop_text": 0.5}
+    run(manifest, tmp_path / "accumulated", 1, **{"optim.accumulate": 2, **common})  # 2 micro-batches of 2
+
+    # the same 4 samples and noise as one batch: the two micro-batches the loop drew, concatenated
+    real = sama_train.draw_micro_batch
+
+    def both_micro_batches(dataset, sampler, recipe, tick, d, text_len, device):
+        half = BucketSampler(dataset, video_batch=2, image_batch=4, seed=recipe.train.seed)
+        parts = [real(dataset, half, recipe, 2 * tick + j, d, text_len, device) for j in (0, 1)]
+        cat = {f.name: None if getattr(parts[0], f.name) is None else torch.cat([getattr(p, f.name) for p in parts])
+               for f in dataclasses.fields(MicroBatch) if f.name != "task"}
+        return MicroBatch(**cat)
+
+    monkeypatch.setattr(sama_train, "draw_micro_batch", both_micro_batches)
+    run(manifest, tmp_path / "one_batch", 1, **{"data.video_batch": 4, **common})
+    accumulated, one_batch = GradRecordingAdamW.seen
+    assert len(accumulated) == len(one_batch)
+    for a, b in zip(accumulated, one_batch, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert losses(tmp_path / "accumulated") == pytest.approx(losses(tmp_path / "one_batch"), rel=1e-5)
