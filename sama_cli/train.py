@@ -31,6 +31,11 @@ from sama_cli.runtime import resolve_device
 
 LOSS_MEAN_DECAY = 0.99  # running mean used by loss-spike skipping
 SPIKE_WARMUP = 20  # steps before spike skipping starts
+# The running mean follows taken steps only, so a loss that settles above skip_loss_spike x the mean would
+# be skipped forever. A loss still that high after this many spike skips since the last taken step is a
+# new level, not a spike: the step is taken and the mean restarts from its loss.
+MAX_SPIKE_SKIPS = 10
+SKIP_COUNTERS = ("skipped", "skipped_nonfinite", "skipped_gradnorm", "skipped_spike")
 
 
 @dataclass
@@ -146,7 +151,7 @@ def train(recipe: Recipe, *, on_log=None) -> TrainResult:
          f"{len(dataset.buckets)} buckets, parallel={mode}, world={d.world}, device={device}")
 
     # ---- resume ------------------------------------------------------------------------------------
-    state: dict[str, Any] = {"loss_mean": None, "skipped": 0, "skipped_nonfinite": 0, "skipped_spike": 0}
+    state: dict[str, Any] = {"loss_mean": None, "spike_streak": 0, **dict.fromkeys(SKIP_COUNTERS, 0)}
     start = 0
     last = ckpt.latest(ckpt_root) if T.resume else None
     if last is not None:
@@ -200,32 +205,51 @@ def train(recipe: Recipe, *, on_log=None) -> TrainResult:
             mean = state["loss_mean"]
             spike = (mean is not None and step >= SPIKE_WARMUP
                      and loss_value > o.skip_loss_spike * mean)
-            nonfinite = not math.isfinite(grad_norm) or not math.isfinite(loss_value) or grad_norm > o.skip_grad_norm
-            if spike or nonfinite:
+            skip = None
+            if not math.isfinite(grad_norm) or not math.isfinite(loss_value):
+                skip = "nonfinite"
+            elif grad_norm > o.skip_grad_norm:
+                skip = "gradnorm"
+            elif spike and state["spike_streak"] < MAX_SPIKE_SKIPS:
+                skip = "spike"
+            if skip is not None:
                 optimizer.zero_grad(set_to_none=True)
                 state["skipped"] += 1
-                state["skipped_spike" if spike else "skipped_nonfinite"] += 1
-                warn(f"step {step}: skipped ({'loss spike' if spike else 'bad grad norm'}: loss {loss_value:.4g}, "
-                     f"grad norm {grad_norm:.4g})")
+                state[f"skipped_{skip}"] += 1
+                if skip == "spike":
+                    state["spike_streak"] += 1
+                if d.is_main:
+                    why = {"nonfinite": "non-finite loss or grad norm", "gradnorm": "grad norm too large",
+                           "spike": "loss spike"}[skip]
+                    warn(f"step {step}: skipped ({why}: loss {loss_value:.4g}, running mean {mean or 0:.4g}, "
+                         f"grad norm {grad_norm:.4g})")
             else:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 with torch.no_grad():
                     decay = 0.0 if step < T.ema_start else T.ema_decay
                     torch._foreach_lerp_(list(ema.values()), ema_params, 1.0 - decay)
-                state["loss_mean"] = loss_value if mean is None else LOSS_MEAN_DECAY * mean + (1 - LOSS_MEAN_DECAY) * loss_value
+                if spike:  # still high after MAX_SPIKE_SKIPS skips: the new level
+                    if d.is_main:
+                        warn(f"step {step}: loss {loss_value:.4g} stayed above {o.skip_loss_spike:g}x its running "
+                             f"mean for {MAX_SPIKE_SKIPS} skips; step taken, the mean restarts from it")
+                    state["loss_mean"] = loss_value
+                else:
+                    state["loss_mean"] = (loss_value if mean is None
+                                          else LOSS_MEAN_DECAY * mean + (1 - LOSS_MEAN_DECAY) * loss_value)
+                state["spike_streak"] = 0
             timing["optimizer"] += time.perf_counter() - t2
 
             # -- log
             done = step + 1
             if d.is_main and (done % T.log_every == 0 or done == T.steps or done == start + 1):
                 record = {"step": done, **parts_sum, "loss": loss_value, "lr": lr, "grad_norm": grad_norm,
-                          "samples": n_samples * d.world, "skipped": state["skipped"],
+                          "samples": n_samples * d.world, **{k: state[k] for k in SKIP_COUNTERS},
                           **({"pretext_tasks": dict(tasks)} if tasks else {}),
                           "time": time.perf_counter() - t_start}
                 metrics.write(json.dumps(record) + "\n")
                 if board is not None:
-                    for key in ("loss", "loss_fm", "loss_sem", "lr", "grad_norm"):
+                    for key in ("loss", "loss_fm", "loss_sem", "lr", "grad_norm", *SKIP_COUNTERS):
                         board.add_scalar(f"train/{key}", record[key], done)
                 metrics.flush()
                 if on_log is not None:

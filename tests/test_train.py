@@ -199,3 +199,36 @@ def test_accumulated_micro_batches_give_the_gradient_of_one_big_batch(tmp_path: 
     for a, b in zip(accumulated, one_batch, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     assert losses(tmp_path / "accumulated") == pytest.approx(losses(tmp_path / "one_batch"), rel=1e-5)
+
+
+def rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_huge_grad_norm_skips_leave_the_weights_and_are_counted_apart(tmp_path: Path) -> None:
+    manifest = write_artifact_manifest(tmp_path / "data")
+    overrides = tiny_recipe_overrides(manifest, tmp_path / "run", 3, **{"optim.skip_grad_norm": 0.0})
+    result = train(load_recipe(None, overrides))
+    assert result.skipped == 3
+    counts = [(r["skipped"], r["skipped_gradnorm"], r["skipped_nonfinite"], r["skipped_spike"])
+              for r in rows(tmp_path / "run")]
+    assert counts == [(1, 1, 0, 0), (2, 2, 0, 0), (3, 3, 0, 0)]
+    initial = sama_train.build_for_training(load_recipe(None, overrides)).state_dict()
+    for kind in ("model", "ema"):
+        after = weights(Path(result.export[kind]))
+        assert all(torch.equal(initial[k], after[k]) for k in initial), kind
+
+
+def test_loss_spike_skips_are_bounded_and_leave_the_weights(tmp_path: Path, monkeypatch) -> None:
+    manifest = write_artifact_manifest(tmp_path / "data")
+    monkeypatch.setattr(sama_train, "SPIKE_WARMUP", 2)
+    monkeypatch.setattr(sama_train, "MAX_SPIKE_SKIPS", 2)
+    spiky = {"optim.skip_loss_spike": 0.001, "train.save_every": 100}  # every loss after warm-up is a "spike"
+    run(manifest, tmp_path / "long", 8, **spiky)
+    # steps 0-1 taken; 2-3 skipped; 4 taken (the mean restarts from its loss); 5-6 skipped; 7 taken
+    assert [r["skipped_spike"] for r in rows(tmp_path / "long")] == [0, 0, 1, 2, 2, 3, 4, 4]
+    assert all(r["skipped"] == r["skipped_spike"] and r["skipped_gradnorm"] == 0 for r in rows(tmp_path / "long"))
+    two, four = run(manifest, tmp_path / "two", 2, **spiky), run(manifest, tmp_path / "four", 4, **spiky)
+    for kind in ("model", "ema"):
+        a, b = weights(Path(two.export[kind])), weights(Path(four.export[kind]))
+        assert all(torch.equal(a[k], b[k]) for k in a), kind
