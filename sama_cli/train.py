@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from sama_cli import checkpoint as ckpt
+from sama_cli.artifacts import atomic_write_text
 from sama_cli.config import Recipe, check_files
 from sama_cli.console import info, warn
 from sama_cli.data import ArtifactDataset, BucketSampler, collate, pretext_on_the_fly, step_generator
@@ -161,8 +162,10 @@ def train(recipe: Recipe, *, on_log=None) -> TrainResult:
         info(f"resumed from {last} at step {start}")
 
     metrics_path = out / "metrics.jsonl"
+    if d.is_main:
+        trim_metrics(metrics_path, start)
     metrics = open(metrics_path, "a") if d.is_main else None  # noqa: SIM115 - closed at the end
-    board = tensorboard_writer(out / "tensorboard") if d.is_main and T.tensorboard else None
+    board = tensorboard_writer(out / "tensorboard", start + 1) if d.is_main and T.tensorboard else None
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 and mode != "fsdp" else contextlib.nullcontext()
     timing = {"data": 0.0, "compute": 0.0, "optimizer": 0.0}
     tasks: Counter[str] = Counter()  # on-the-fly pretext draws of this run
@@ -282,14 +285,31 @@ def train(recipe: Recipe, *, on_log=None) -> TrainResult:
                        seconds=time.perf_counter() - t_start, timing={k: v / ran for k, v in timing.items()})
 
 
-def tensorboard_writer(folder: Path):
+def trim_metrics(path: Path, step: int) -> None:
+    """Keep only the metrics rows of steps <= `step`, atomically: a run resumed at `step` logs the later
+    steps again (a killed run has logged past its last checkpoint, maybe half a line), and a fresh run
+    (step 0) starts an empty file."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+            keep.append(line + "\n")
+    atomic_write_text(path, "".join(keep))
+
+
+def tensorboard_writer(folder: Path, purge_step: int):
     """A TensorBoard SummaryWriter when the tensorboard package is installed, else None (logs stay in
-    metrics.jsonl either way)."""
+    metrics.jsonl either way). Events from `purge_step` on, logged before a resume, are hidden."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         return None
-    return SummaryWriter(log_dir=str(folder))
+    return SummaryWriter(log_dir=str(folder), purge_step=purge_step)
 
 
 def plot_losses(metrics_path: Path, png: Path) -> Path | None:

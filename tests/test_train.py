@@ -96,8 +96,12 @@ def test_sigkill_during_checkpoint_write_leaves_previous_usable(tmp_path: Path) 
     root = out / "checkpoints"
     assert (root / "step_00000006.tmp").is_dir()  # the interrupted write
     assert [s for s, _ in ckpt.complete_checkpoints(root)] == [3]
+    assert [r["step"] for r in rows(out)] == [1, 2, 3, 4, 5, 6]  # logged past the last checkpoint
     resumed = run(manifest, out, 9)
     straight = run(manifest, tmp_path / "straight", 9)
+    # steps 4-6 are logged once: the resumed run dropped the rows after its checkpoint
+    assert [r["step"] for r in rows(out)] == list(range(1, 10))
+    assert losses(out) == losses(tmp_path / "straight")
     a, b = weights(Path(straight.export["ema"])), weights(Path(resumed.export["ema"]))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not (root / "step_00000006.tmp").exists()
