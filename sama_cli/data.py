@@ -10,8 +10,9 @@ Rows are grouped into buckets by (target shape, source shape): a batch is drawn 
 has one shape. One-frame rows (images) use the image batch size, the rest the video batch size.
 
 The sampler keeps no state: the batch of step `s` is drawn from a generator seeded by (seed, s), and
-rank r of W takes slice r of a global batch. Resuming at step s therefore continues exactly, on any
-number of processes that divides the same global batch.
+rank r of W takes slice r of a global batch of W per-rank batches. Resuming at step s on the same number
+of processes therefore continues exactly; on another number the global batch (and the per-rank noise
+streams of the loop) change, and `train` warns.
 
 Pretexts on the fly (`data.pretext_on_the_fly`): a batch of plain t2v rows draws one latent pretext
 task (cube-inpaint or tube-shuffle, by `data.task_ratio`) from the step's generator, perturbs the target

@@ -158,8 +158,11 @@ def train(recipe: Recipe, *, on_log=None) -> TrainResult:
     if last is not None:
         state.update(ckpt.load(last, net, optimizer, ema, d))
         start = state.pop("step")
-        state.pop("world", None)
+        saved_world = state.pop("world", d.world)
         info(f"resumed from {last} at step {start}")
+        if saved_world != d.world and d.is_main:  # the sampler's global batch and noise streams follow the world
+            warn(f"{last} was saved by {saved_world} processes, resuming on {d.world}: data order and noise will "
+                 "differ from an uninterrupted run (world size changed)")
 
     metrics_path = out / "metrics.jsonl"
     if d.is_main:
@@ -277,7 +280,7 @@ def train(recipe: Recipe, *, on_log=None) -> TrainResult:
         ema_sd = {**full, **full_ema}
         export["ema"] = str(save_checkpoint(ema_sd, out / "export" / "ema", config=config,
                                             meta={**provenance, "ema_decay": T.ema_decay}))
-        (out / "recipe.yaml").write_text(recipe.to_yaml())
+        atomic_write_text(out / "recipe.yaml", recipe.to_yaml())
         plot_losses(metrics_path, out / "loss.png")
     teardown()
     ran = max(1, T.steps - start)

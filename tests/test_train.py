@@ -65,6 +65,28 @@ def test_exact_resume_including_ema_and_sampler(tmp_path: Path) -> None:
     assert not torch.equal(ema["backbone.proj_out.weight"], raw["backbone.proj_out.weight"])
 
 
+def test_resolved_recipe_is_saved_beside_each_checkpoint(tmp_path: Path) -> None:
+    manifest = write_artifact_manifest(tmp_path / "data")
+    recipe = load_recipe(None, tiny_recipe_overrides(manifest, tmp_path / "run", 4, **{"train.save_every": 2}))
+    train(recipe)
+    saved = [p / "recipe.yaml" for _, p in ckpt.complete_checkpoints(tmp_path / "run" / "checkpoints")]
+    assert len(saved) == 2
+    for path in [*saved, tmp_path / "run" / "recipe.yaml"]:
+        assert path.read_text() == recipe.to_yaml()
+        assert load_recipe(path).to_dict() == recipe.to_dict()  # loads back as the same recipe
+
+
+def test_resume_with_another_world_size_warns(tmp_path: Path, capsys) -> None:
+    manifest = write_artifact_manifest(tmp_path / "data")
+    run(manifest, tmp_path / "run", 3)
+    trainer = tmp_path / "run" / "checkpoints" / "step_00000003" / "trainer.json"
+    trainer.write_text(json.dumps({**json.loads(trainer.read_text()), "world": 2}))
+    capsys.readouterr()
+    run(manifest, tmp_path / "run", 4)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "world size" in line]
+    assert len(warnings) == 1 and "saved by 2 processes, resuming on 1" in warnings[0]
+
+
 KILL_SCRIPT = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
