@@ -89,13 +89,23 @@ def test_openai_judge_end_to_end_scores_retries_failures_and_cache(tmp_path: Pat
         assert server.requests["good"] == before + 1
 
 
-def test_strict_schema_falls_back_to_plain_json_when_the_endpoint_refuses_it() -> None:
+def test_strict_schema_fallback_costs_no_attempt_and_is_remembered(tmp_path: Path) -> None:
     import numpy as np
 
+    frame = [np.zeros((8, 8, 3), np.uint8)]
     with ScriptedServer(reject_schema=True) as server:
-        judge = OpenAIJudge("m", base_url=server.base_url, timeout=5.0, retries=1, backoff=0.01)
-        res = judge.score("rate this #good9", [np.zeros((8, 8, 3), np.uint8)], ["quality"], (1.0, 10.0))
-    assert res.scores == {"quality": 9.0} and res.attempts == 2
+        # retries=0: the one attempt must be the plain request, not the refused schema probe
+        judge = OpenAIJudge("m", base_url=server.base_url, timeout=5.0, retries=0, backoff=0.01)
+        res = judge.score("rate this #good9", frame, ["quality"], (1.0, 10.0))
+        assert res.scores == {"quality": 9.0} and res.attempts == 1 and res.error is None
+        assert server.schema_requests == 1 and sum(server.requests.values()) == 2
+        res = judge.score("rate that #good8", frame, ["quality"], (1.0, 10.0))  # no second probe
+        assert res.scores == {"quality": 8.0} and server.schema_requests == 1 and sum(server.requests.values()) == 3
+        # through the runner: every sample scores with --retries 0
+        data, edits = _vie_folder(tmp_path, {"a": "#good9", "b": "#good5"})
+        judge = OpenAIJudge("m", base_url=server.base_url, timeout=5.0, retries=0, backoff=0.01)
+        summary = run(VieBench(), data, edits, judge, tmp_path / "r", workers=1)
+    assert summary["failed"] == 0 and summary["categories"] == {"add": 9.0, "swap": 5.0}
 
 
 def test_parse_scores_is_tolerant_but_never_invents_a_score() -> None:

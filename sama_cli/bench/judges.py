@@ -1,8 +1,8 @@
 """VLM judges: an OpenAI-compatible endpoint (`openai:MODEL`) or a local transformers model
 (`local:PATH`), with robust replies and a content-keyed cache.
 
-Robustness: strict JSON schema where the endpoint supports it (`response_format`), tolerant parsing
-otherwise (the first JSON object in the reply, fenced or in prose), bounded retries with exponential
+Robustness: strict JSON schema where the endpoint supports it (`response_format`; an endpoint that
+refuses it is asked again without it, a request that costs no retry), tolerant parsing otherwise (the first JSON object in the reply, fenced or in prose), bounded retries with exponential
 backoff on rate limits (429), server errors (5xx), timeouts and unparseable replies, and a per-request
 timeout. A reply that never parses is a failure carrying its raw text, never a score. Every raw reply
 is returned for storing.
@@ -100,8 +100,9 @@ class OpenAIJudge:
         content += [{"type": "image_url", "image_url": {"url": encode_image(im, max_side)}} for im in images]
         messages = [{"role": "user", "content": content}]
         result = JudgeResult(scores=None)
-        strict = self.strict_schema
-        for attempt in range(self.retries + 1):
+        attempt = 0
+        while True:
+            strict = self.strict_schema
             result.attempts = attempt + 1
             kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": 0.0}
             if strict:
@@ -113,10 +114,10 @@ class OpenAIJudge:
                 result.scores = parse_scores(text, keys, scale)
                 result.error = None
                 return result
-            except self.openai.BadRequestError as e:
-                if strict:  # the endpoint does not take a JSON schema: ask again without it
-                    strict = False
-                    result.error = f"bad request with response_format, retrying without it ({e.status_code})"
+            except (self.openai.BadRequestError, self.openai.UnprocessableEntityError) as e:
+                if strict:  # the endpoint does not take a JSON schema (400/422): ask again without it at no
+                    # attempt's cost, and remember that for later requests (a race between workers is harmless)
+                    self.strict_schema = False
                     continue
                 result.error = f"bad request: {e}"
                 return result
@@ -129,9 +130,10 @@ class OpenAIJudge:
                 result.error = f"HTTP {e.status_code}: {e}"
                 if e.status_code < 500:
                     return result
-            if attempt < self.retries:
-                time.sleep(self.backoff * 2**attempt)
-        return result
+            if attempt >= self.retries:
+                return result
+            time.sleep(self.backoff * 2**attempt)
+            attempt += 1
 
 
 class LocalJudge:

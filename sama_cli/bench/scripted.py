@@ -12,7 +12,8 @@ Tags (the first one found in the request's text decides):
 - no tag: `#good7`.
 
 `reject_schema=True` answers 400 to any request carrying `response_format`, as endpoints without JSON
-schema support do. Every request is counted per tag; `latency` delays every reply.
+schema support do (`schema_requests` counts those requests). Every request is counted per tag;
+`latency` delays every reply.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class ScriptedServer:
         self.latency, self.slow_seconds, self.reject_schema = latency, slow_seconds, reject_schema
         self.requests: Counter[str] = Counter()  # tag -> requests received
         self.seen: Counter[str] = Counter()  # prompt text -> requests received
+        self.schema_requests = 0  # requests that carried response_format
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
@@ -73,6 +75,7 @@ class ScriptedServer:
             self.requests[tag] += 1
             self.seen[text] += 1
             first = self.seen[text] == 1
+            self.schema_requests += "response_format" in body
         if self.reject_schema and "response_format" in body:
             return 400, None, 0.0
         value = float(number) if number else 7.0
