@@ -8,13 +8,15 @@ import json
 import math
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from sama_cli.bench.adapters import OpenVeBench, RecoBench, ToyBench, VieBench, geometric_mean, get_adapter
-from sama_cli.bench.judges import OpenAIJudge, parse_scores
+from sama_cli.bench.judges import LocalJudge, OpenAIJudge, parse_scores
 from sama_cli.bench.metrics import flicker, psnr, ssim
 from sama_cli.bench.report import compare
 from sama_cli.bench.runner import run
@@ -149,6 +151,57 @@ def test_vie_and_openve_aggregation_by_hand() -> None:
     s = ove.summarize(r)
     assert s["categories"] == {"local_add": 4.0, "subtitle": 1.0}
     assert list(s["categories"]) == ["local_add", "subtitle"]  # the paper's column order
+
+
+class _Inputs(dict):
+    def to(self, device):
+        return self
+
+
+class _StubProcessor:
+    """Stands in for a transformers processor: records the image sizes it is handed."""
+
+    def __init__(self) -> None:
+        self.sizes: list[tuple[int, int]] = []
+
+    def apply_chat_template(self, messages, add_generation_prompt=True) -> str:
+        return "chat"
+
+    def __call__(self, text, images, return_tensors="pt") -> _Inputs:
+        self.sizes += [im.size for im in images]
+        return _Inputs(input_ids=torch.zeros(1, 3, dtype=torch.long))
+
+    def batch_decode(self, out, skip_special_tokens=True) -> list[str]:
+        return ['{"instruction_following": 8, "preservation": 7, "quality": 6}']
+
+
+class _StubVlm:
+    """Stands in for the model: counts how many threads are inside generate at once."""
+    device = "cpu"
+
+    def __init__(self) -> None:
+        self.inside, self.most, self.calls, self.guard = 0, 0, 0, threading.Lock()
+
+    def generate(self, **inputs):
+        with self.guard:
+            self.inside += 1
+            self.most, self.calls = max(self.most, self.inside), self.calls + 1
+        time.sleep(0.02)
+        with self.guard:
+            self.inside -= 1
+        return torch.zeros(1, 5, dtype=torch.long)
+
+
+def test_local_judge_resizes_frames_and_takes_turns_on_one_model(tmp_path: Path) -> None:
+    processor, model = _StubProcessor(), _StubVlm()
+    judge = LocalJudge(processor, model, name="local:stub")
+    data, edits = _vie_folder(tmp_path, {f"s{i}": "#x" for i in range(6)})
+    vie = VieBench()
+    vie.max_side = 16  # the 32x32 clips must reach the processor at 16x16
+    summary = run(vie, data, edits, judge, tmp_path / "r", workers=4, use_cache=False)
+    assert summary["failed"] == 0 and model.calls == 6
+    assert model.most == 1  # four workers, one model: calls never overlap
+    assert set(processor.sizes) == {(16, 16)} and len(processor.sizes) == 6 * 2 * 5  # 5-frame clips, source + edit
 
 
 def test_reco_geometric_means_by_hand() -> None:

@@ -16,6 +16,7 @@ import io
 import json
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,14 +60,20 @@ def parse_scores(text: str, keys: list[str], scale: tuple[float, float]) -> dict
     raise ValueError("no JSON object with every criterion inside the scale")
 
 
-def encode_image(frame: np.ndarray, max_side: int) -> str:
-    """A frame as a base64 JPEG data URL, the longer side at most `max_side`."""
+def fit_image(frame: np.ndarray, max_side: int):
+    """A (H, W, 3) uint8 frame as a PIL image whose longer side is at most `max_side` (never enlarged)."""
     from PIL import Image
 
-    img = Image.fromarray(frame)
+    img = Image.fromarray(np.asarray(frame))
     scale = max_side / max(img.size)
     if scale < 1:
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BICUBIC)
+    return img
+
+
+def encode_image(frame: np.ndarray, max_side: int) -> str:
+    """A frame as a base64 JPEG data URL, the longer side at most `max_side`."""
+    img = fit_image(frame, max_side)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=90)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
@@ -138,9 +145,17 @@ class OpenAIJudge:
 
 class LocalJudge:
     """A transformers vision-language model from a folder (e.g. Qwen2.5-VL-7B-Instruct), for offline
-    clusters: chat template with the frames as images, greedy decoding, the same reply parsing."""
+    clusters: chat template with the frames as images (the longer side at most `max_side`), greedy
+    decoding, the same reply parsing. One model serves every worker thread: calls into it take turns
+    (a lock), so `--workers` only overlaps decoding and metrics."""
 
-    def __init__(self, path: str, *, device: str = "auto", max_new_tokens: int = 256, retries: int = 1):
+    def __init__(self, processor, model, *, name: str, max_new_tokens: int = 256, retries: int = 1):
+        self.processor, self.model = processor, model
+        self.name, self.max_new_tokens, self.retries = name, max_new_tokens, retries
+        self.lock = threading.Lock()
+
+    @classmethod
+    def from_folder(cls, path: str, *, device: str = "auto", **kwargs: Any) -> LocalJudge:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         from sama_cli.runtime import resolve_device, resolve_dtype
@@ -148,32 +163,33 @@ class LocalJudge:
         if not Path(path).is_dir():
             raise ConfigError(f"local judge folder not found: {path}")
         dev = resolve_device(device)
-        self.processor = AutoProcessor.from_pretrained(path)
-        self.model = AutoModelForImageTextToText.from_pretrained(path, torch_dtype=resolve_dtype("auto", dev)).to(dev)
-        self.model.eval()
-        self.name, self.max_new_tokens, self.retries = f"local:{path}", max_new_tokens, retries
+        processor = AutoProcessor.from_pretrained(path)
+        model = AutoModelForImageTextToText.from_pretrained(path, torch_dtype=resolve_dtype("auto", dev)).to(dev)
+        model.eval()
+        return cls(processor, model, name=f"local:{path}", **kwargs)
 
     def messages(self, prompt: str, n_images: int) -> list[dict]:
         return [{"role": "user", "content": [*({"type": "image"} for _ in range(n_images)),
                                              {"type": "text", "text": prompt}]}]
 
-    def generate(self, prompt: str, images: list[np.ndarray]) -> str:
+    def generate(self, prompt: str, images: list[np.ndarray], max_side: int = 512) -> str:
         import torch
-        from PIL import Image
 
-        text = self.processor.apply_chat_template(self.messages(prompt, len(images)), add_generation_prompt=True)
-        inputs = self.processor(text=[text], images=[Image.fromarray(i) for i in images], return_tensors="pt")
-        inputs = inputs.to(self.model.device)
-        with torch.no_grad():
-            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
-        return self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
+        pictures = [fit_image(i, max_side) for i in images]  # outside the lock: workers resize in parallel
+        with self.lock:  # one model, many workers: neither it nor a fast tokenizer may be entered twice at once
+            text = self.processor.apply_chat_template(self.messages(prompt, len(images)), add_generation_prompt=True)
+            inputs = self.processor(text=[text], images=pictures, return_tensors="pt")
+            inputs = inputs.to(self.model.device)
+            with torch.no_grad():
+                out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
+            return self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
 
     def score(self, prompt: str, images: list[np.ndarray], keys: list[str], scale: tuple[float, float],
               max_side: int = 512) -> JudgeResult:
         result = JudgeResult(scores=None)
         for attempt in range(self.retries + 1):
             result.attempts = attempt + 1
-            text = self.generate(prompt, images)
+            text = self.generate(prompt, images, max_side)
             result.raw.append(text)
             try:
                 result.scores = parse_scores(text, keys, scale)
@@ -191,7 +207,7 @@ def make_judge(spec: str | None, *, base_url: str | None = None, timeout: float 
     if spec.startswith("openai:"):
         return OpenAIJudge(spec.split(":", 1)[1], base_url=base_url, timeout=timeout, retries=retries, backoff=backoff)
     if spec.startswith("local:"):
-        return LocalJudge(spec.split(":", 1)[1])
+        return LocalJudge.from_folder(spec.split(":", 1)[1])
     raise ConfigError(f"judge must be openai:MODEL or local:PATH, not {spec!r}")
 
 

@@ -30,7 +30,7 @@ def run(
     base_url: str = typer.Option(None, "--base-url", help="Endpoint for openai judges (vLLM, SGLang, gateways)."),
     out: Path = typer.Option(..., "-o", "--out", help="Report folder."),
     limit: int = typer.Option(None, "--limit", help="Score only the first N samples."),
-    workers: int = typer.Option(4, "--workers", help="Concurrent judge requests."),
+    workers: int = typer.Option(4, "--workers", help="Concurrent samples (a local judge's model calls take turns)."),
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds per judge request."),
     retries: int = typer.Option(4, "--retries", help="Retries on rate limits, server errors, bad replies."),
     backoff: float = typer.Option(1.0, "--backoff", help="First retry waits this many seconds, then doubles."),
