@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from sama_cli.bench.adapters import OpenVeBench, RecoBench, ToyBench, VieBench, geometric_mean, get_adapter
-from sama_cli.bench.judges import LocalJudge, OpenAIJudge, parse_scores
+from sama_cli.bench.judges import JudgeResult, LocalJudge, OpenAIJudge, parse_scores
 from sama_cli.bench.metrics import flicker, psnr, ssim
 from sama_cli.bench.report import compare
 from sama_cli.bench.runner import run
@@ -133,6 +133,37 @@ def test_bench_cli_exit_code_and_report_files(tmp_path: Path) -> None:
     md = (rep / "report.md").read_text()
     assert "| **this run** | 9.000 | 7.000 | - | - |" in md and "SAMA (paper) | 8.711" in md
     assert "c1" in (rep / "scores.jsonl").read_text()
+
+
+class _FlakyJudge:
+    """Raises a non-SamaError for prompts tagged #boom, as a judge library or a codec might."""
+    name = "stub:flaky"
+
+    def score(self, prompt, images, keys, scale, max_side=512) -> JudgeResult:
+        if "#boom" in prompt:
+            raise RuntimeError("judge backend crashed (simulated)")
+        return JudgeResult(scores=dict.fromkeys(keys, 8.0), raw=["{}"], attempts=1)
+
+
+def test_any_exception_in_a_sample_is_a_failed_row_and_the_report_is_written(tmp_path: Path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    import sama_cli.bench.judges
+    from sama_cli.cli import app
+
+    monkeypatch.setattr(sama_cli.bench.judges, "make_judge", lambda *a, **k: _FlakyJudge())
+    data, edits = _vie_folder(tmp_path, {"ok1": "#good8", "bad": "#boom", "ok2": "#good8"})
+    res = CliRunner().invoke(app, ["bench", "run", "vie", "--data", str(data), "--edits", str(edits), "--judge",
+                                   "stub:x", "-o", str(tmp_path / "rep"), "--workers", "3", "--json"])
+    assert res.exit_code == 1, res.output  # samples failed: the exit code says so
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["failed"] == 1 and summary["samples"] == 2
+    rows = {r["id"]: r for r in map(json.loads, (tmp_path / "rep" / "scores.jsonl").read_text().splitlines())}
+    bad = rows["bad"]
+    assert bad["status"] == "failed" and "score" not in bad and "scores" not in bad
+    assert "RuntimeError: judge backend crashed (simulated)" in bad["error"] and "bad.mp4" in bad["error"]
+    assert rows["ok1"]["status"] == rows["ok2"]["status"] == "ok"
+    assert (tmp_path / "rep" / "summary.json").is_file() and (tmp_path / "rep" / "report.md").is_file()
 
 
 # ---- aggregation, by hand --------------------------------------------------------------------------------

@@ -71,42 +71,53 @@ def weight_free(edit, source_info) -> dict[str, float]:
 
 
 def score_one(adapter: Adapter, s: BenchSample, judge, cache: JudgeCache | None) -> dict[str, Any]:
-    from sama_cli.video_io import read_video
-
+    """One sample's row. Never raises for the sample's own trouble: any exception (ours, a codec's, a
+    judge's) becomes a failed row with its text and no score, so one bad sample cannot stop a run."""
     row: dict[str, Any] = {"id": s.id, "category": s.category, "instruction": s.instruction,
                            "edit": str(s.edit) if s.edit else None, "benchmark": adapter.name,
                            "prompt_version": PROMPT_VERSION, "split": s.extra.get("split")}
     if s.edit is None or not s.edit.is_file():
         return {**row, "status": "failed", "error": f"no edited video for {s.id} ({s.edit})"}
     try:
-        if adapter.needs_judge:  # a cached judgement costs one hash, no decoding
-            keys = [c.key for c in adapter.criteria]
-            key = JudgeCache.key(adapter.name, s.id, content_hash(s.edit), judge.name, PROMPT_VERSION)
-            cached = cache.get(key) if cache else None
-            if cached is not None:
-                return {**cached, "cached": True}
-        edit = read_video(s.edit)  # each video is decoded once per sample
-        source = read_video(s.source) if s.source.is_file() else None
-        row["metrics"] = weight_free(edit, source.info if source is not None else None)
-        if not adapter.needs_judge:
-            from sama_cli.toyworld import load_scene_record, oracle_scores
-
-            scores = oracle_scores(edit.frames, load_scene_record(s.extra["scene"]))
-            return {**row, "status": "ok", "judge": "oracle", "scores": scores, "score": scores["edit_accuracy"]}
-        if source is None:
-            raise InputError("source video not found", path=s.source)
-        images = list(pick_frames(source.frames, adapter.frames)) + list(pick_frames(edit.frames, adapter.frames))
-        result = judge.score(adapter.prompt(s), images, keys, adapter.scale, adapter.max_side)
-        row.update(judge=judge.name, raw=result.raw, attempts=result.attempts)
-        if result.scores is None:
-            row.update(status="failed", error=result.error)  # never a score: the raw replies are kept
-        else:
-            row.update(status="ok", scores=result.scores, score=adapter.sample_score(result.scores))
-            if cache:
-                cache.put(key, row)
-        return row
+        return _score(adapter, s, judge, cache, row)
     except SamaError as e:
-        return {**row, "status": "failed", "error": e.message}
+        error = e.message
+    except Exception as e:  # noqa: BLE001 - any failure in a worker is this sample's failure, not the run's
+        error = f"{s.edit}: {type(e).__name__}: {e}"
+    row = {k: v for k, v in row.items() if k not in ("score", "scores")}  # a failure never carries a score
+    return {**row, "status": "failed", "error": error}
+
+
+def _score(adapter: Adapter, s: BenchSample, judge, cache: JudgeCache | None, row: dict[str, Any]) -> dict[str, Any]:
+    from sama_cli.video_io import read_video
+
+    if adapter.needs_judge:  # a cached judgement costs one hash, no decoding
+        keys = [c.key for c in adapter.criteria]
+        key = JudgeCache.key(adapter.name, s.id, content_hash(s.edit), judge.name, PROMPT_VERSION)
+        cached = cache.get(key) if cache else None
+        if cached is not None:
+            return {**cached, "cached": True}
+    edit = read_video(s.edit)  # each video is decoded once per sample
+    source = read_video(s.source) if s.source.is_file() else None
+    row["metrics"] = weight_free(edit, source.info if source is not None else None)
+    if not adapter.needs_judge:
+        from sama_cli.toyworld import load_scene_record, oracle_scores
+
+        scores = oracle_scores(edit.frames, load_scene_record(s.extra["scene"]))
+        return {**row, "status": "ok", "judge": "oracle", "scores": scores, "score": scores["edit_accuracy"]}
+    if source is None:
+        raise InputError("source video not found", path=s.source)
+    images = list(pick_frames(source.frames, adapter.frames)) + list(pick_frames(edit.frames, adapter.frames))
+    result = judge.score(adapter.prompt(s), images, keys, adapter.scale, adapter.max_side)
+    row.update(judge=judge.name, raw=result.raw, attempts=result.attempts)
+    if result.scores is None:
+        row.update(status="failed", error=result.error)  # never a score: the raw replies are kept
+    else:
+        score = adapter.sample_score(result.scores)
+        row.update(status="ok", scores=result.scores, score=score)
+        if cache:
+            cache.put(key, row)
+    return row
 
 
 def run(adapter: Adapter, data: Path, edits: Path | None, judge, out: Path, *, limit: int | None = None,
