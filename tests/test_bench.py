@@ -15,7 +15,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from sama_cli.bench.adapters import OpenVeBench, RecoBench, ToyBench, VieBench, geometric_mean, get_adapter
+from sama_cli.bench.adapters import (
+    OPENVE_RUBRICS,
+    OpenVeBench,
+    RecoBench,
+    ToyBench,
+    VieBench,
+    geometric_mean,
+    get_adapter,
+)
 from sama_cli.bench.judges import JudgeResult, LocalJudge, OpenAIJudge, parse_scores
 from sama_cli.bench.metrics import flicker, psnr, ssim
 from sama_cli.bench.report import compare
@@ -175,13 +183,55 @@ def test_vie_and_openve_aggregation_by_hand() -> None:
     s = vie.summarize(rows)
     assert s["categories"] == {"add": 8.0, "remove": 5.0} and s["overall"] == 6.5  # mean of category means
     ove = OpenVeBench()
-    r = [{"category": "local_add", "score": ove.sample_score({"instruction_compliance": 5, "consistency": 4,
-                                                              "visual_quality": 3})},
-         {"category": "subtitle", "score": ove.sample_score({"instruction_compliance": 1, "consistency": 1,
-                                                             "visual_quality": 1})}]
+    add = {"prompt_compliance": 5, "visual_temporal_naturalness": 4, "physical_detail_coherence": 3}
+    sub = {"prompt_compliance": 2, "subtitle_attribute_fidelity": 1, "unedited_content_integrity": 1.5}
+    r = [{"category": "local_add", "score": ove.sample_score(add, "local_add")},
+         {"category": "subtitle", "score": ove.sample_score(sub, "subtitle")},
+         {"category": "subtitle", "score": ove.sample_score({**sub, "prompt_compliance": 3.5}, "subtitle")}]
     s = ove.summarize(r)
-    assert s["categories"] == {"local_add": 4.0, "subtitle": 1.0}
+    assert s["categories"] == {"local_add": 4.0, "subtitle": 1.75}  # (4.5/3 + 6/3) / 2
     assert list(s["categories"]) == ["local_add", "subtitle"]  # the paper's column order
+    assert s["overall"] == pytest.approx(2.5)  # release: (4 + 1.5 + 2) / 3 over samples, not (4 + 1.75) / 2
+    with pytest.raises(KeyError):  # another type's criteria do not score a subtitle edit
+        ove.sample_score(add, "subtitle")
+
+
+def test_openve_judges_each_edit_type_on_its_own_rubric(tmp_path: Path) -> None:
+    ove = OpenVeBench()
+    assert set(ove.categories) <= set(OPENVE_RUBRICS) and ove.prompt_version != "v1"
+    for kind, rubric in OPENVE_RUBRICS.items():
+        keys = [c.key for c in rubric.criteria]
+        prompt = ove.prompt(_sample(kind))
+        assert len(keys) == 3 and all(f'"{k}": <number>' in prompt for k in keys), kind
+        assert "from 1 (worst) to 5 (best)" in prompt and f"higher than {keys[0]}" in prompt
+        others = {c.key for k, r in OPENVE_RUBRICS.items() if k != kind for c in r.criteria} - set(keys)
+        assert not any(f'"{k}"' in prompt for k in others), kind
+    assert "style_fidelity" in ove.prompt(_sample("global_style"))
+    assert "subtitle_attribute_fidelity" in ove.prompt(_sample("subtitle"))
+    # end to end: the judge is asked for, and scored on, the sample's own criteria
+    data, edits = tmp_path / "ove", tmp_path / "edits"
+    (data / "videos").mkdir(parents=True)
+    edits.mkdir()
+    lines = ["edited_type,prompt,original_video"]
+    for i, (kind, tag) in enumerate((("global_style", "#good4"), ("subtitle_edit", "#good2"))):
+        _clip(data / "videos" / f"v{i}.mp4", 40 + i)
+        _clip(edits / f"v{i}.mp4", 90 + i)
+        lines.append(f"{kind},edit it {tag},videos/v{i}.mp4")
+    (data / "benchmark_videos.csv").write_text("\n".join(lines) + "\n")
+    with ScriptedServer() as server:
+        judge = OpenAIJudge("m", base_url=server.base_url, timeout=5.0, retries=0)
+        summary = run(OpenVeBench(), data, edits, judge, tmp_path / "r", workers=2)
+    rows = {r["id"]: r for r in map(json.loads, (tmp_path / "r" / "scores.jsonl").read_text().splitlines())}
+    assert set(rows["v0"]["scores"]) == {c.key for c in OPENVE_RUBRICS["global_style"].criteria}
+    assert set(rows["v1"]["scores"]) == {c.key for c in OPENVE_RUBRICS["subtitle"].criteria}
+    assert rows["v1"]["category"] == "subtitle" and rows["v1"]["prompt_version"] == ove.prompt_version
+    assert summary["categories"] == {"global_style": 4.0, "subtitle": 2.0} and summary["overall"] == 3.0
+
+
+def _sample(kind: str):
+    from sama_cli.bench.adapters import BenchSample
+
+    return BenchSample("x", kind, "make it so", Path("x.mp4"))
 
 
 class _Inputs(dict):
@@ -233,6 +283,31 @@ def test_local_judge_resizes_frames_and_takes_turns_on_one_model(tmp_path: Path)
     assert summary["failed"] == 0 and model.calls == 6
     assert model.most == 1  # four workers, one model: calls never overlap
     assert set(processor.sizes) == {(16, 16)} and len(processor.sizes) == 6 * 2 * 5  # 5-frame clips, source + edit
+
+
+class _RecordingJudge:
+    name = "stub:recording"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, tuple[int, ...], int]] = []
+
+    def score(self, prompt, images, keys, scale, max_side=512) -> JudgeResult:
+        self.seen.append((len(images), images[0].shape, max_side))
+        return JudgeResult(scores=dict.fromkeys(keys, scale[1]), raw=["{}"], attempts=1)
+
+
+def test_each_benchmark_samples_its_own_frames(tmp_path: Path) -> None:
+    assert (OpenVeBench.frames, OpenVeBench.max_side) == (17, 448)  # the release's InternVL script
+    assert (VieBench.frames, VieBench.max_side) == (RecoBench.frames, RecoBench.max_side) == (8, 512)  # ours
+    data, edits = tmp_path / "ove", tmp_path / "edits"
+    (data / "videos").mkdir(parents=True)
+    edits.mkdir()
+    _clip(data / "videos" / "v.mp4", 40, frames=21)
+    _clip(edits / "v.mp4", 90, frames=21)
+    (data / "benchmark_videos.csv").write_text("edited_type,prompt,original_video\nlocal_add,add it,videos/v.mp4\n")
+    judge = _RecordingJudge()
+    run(OpenVeBench(), data, edits, judge, tmp_path / "r", use_cache=False)
+    assert judge.seen == [(2 * 17, (32, 32, 3), 448)]
 
 
 def test_reco_geometric_means_by_hand() -> None:

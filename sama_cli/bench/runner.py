@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from sama_cli.artifacts import content_hash
-from sama_cli.bench.adapters import PROMPT_VERSION, Adapter, BenchSample
+from sama_cli.bench.adapters import Adapter, BenchSample
 from sama_cli.bench.judges import JudgeCache
 from sama_cli.console import progress
 from sama_cli.errors import InputError, SamaError
@@ -75,7 +75,7 @@ def score_one(adapter: Adapter, s: BenchSample, judge, cache: JudgeCache | None)
     judge's) becomes a failed row with its text and no score, so one bad sample cannot stop a run."""
     row: dict[str, Any] = {"id": s.id, "category": s.category, "instruction": s.instruction,
                            "edit": str(s.edit) if s.edit else None, "benchmark": adapter.name,
-                           "prompt_version": PROMPT_VERSION, "split": s.extra.get("split")}
+                           "prompt_version": adapter.prompt_version, "split": s.extra.get("split")}
     if s.edit is None or not s.edit.is_file():
         return {**row, "status": "failed", "error": f"no edited video for {s.id} ({s.edit})"}
     try:
@@ -92,8 +92,8 @@ def _score(adapter: Adapter, s: BenchSample, judge, cache: JudgeCache | None, ro
     from sama_cli.video_io import read_video
 
     if adapter.needs_judge:  # a cached judgement costs one hash, no decoding
-        keys = [c.key for c in adapter.criteria]
-        key = JudgeCache.key(adapter.name, s.id, content_hash(s.edit), judge.name, PROMPT_VERSION)
+        keys = [c.key for c in adapter.criteria_for(s.category)]
+        key = JudgeCache.key(adapter.name, s.id, content_hash(s.edit), judge.name, adapter.prompt_version)
         cached = cache.get(key) if cache else None
         if cached is not None:
             return {**cached, "cached": True}
@@ -113,7 +113,7 @@ def _score(adapter: Adapter, s: BenchSample, judge, cache: JudgeCache | None, ro
     if result.scores is None:
         row.update(status="failed", error=result.error)  # never a score: the raw replies are kept
     else:
-        score = adapter.sample_score(result.scores)
+        score = adapter.sample_score(result.scores, s.category)
         row.update(status="ok", scores=result.scores, score=score)
         if cache:
             cache.put(key, row)
@@ -142,7 +142,7 @@ def run(adapter: Adapter, data: Path, edits: Path | None, judge, out: Path, *, l
                              f"bench {adapter.name}", total=len(samples)))
     ok = [r for r in rows if r["status"] == "ok"]
     summary = adapter.summarize(ok)
-    summary.update(benchmark=adapter.name, judge=getattr(judge, "name", "oracle"), prompt_version=PROMPT_VERSION,
+    summary.update(benchmark=adapter.name, judge=getattr(judge, "name", "oracle"), prompt_version=adapter.prompt_version,
                    failed=len(rows) - len(ok), cached=sum(1 for r in rows if r.get("cached")),
                    seconds=round(time.perf_counter() - t0, 3), metrics=_mean_metrics(ok))
     write_report(adapter, rows, summary, out)

@@ -26,9 +26,11 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-KNOWN_KEYS = ("instruction_following", "preservation", "quality", "instruction_compliance", "consistency",
-              "visual_quality", "content_preservation", "motion_consistency",
-              "SA", "SP", "CP", "AN", "SN", "MN", "VF", "TS", "ES")
+from sama_cli.bench.adapters import OPENVE_RUBRICS
+
+KNOWN_KEYS = ("instruction_following", "preservation", "quality", "visual_quality", "content_preservation",
+              "motion_consistency", "SA", "SP", "CP", "AN", "SN", "MN", "VF", "TS", "ES",
+              *sorted({c.key for r in OPENVE_RUBRICS.values() for c in r.criteria}))
 TAG = re.compile(r"#(good|prose|garbage|rate|slow|motion)(\d+(?:\.\d+)?)?")
 
 
