@@ -27,7 +27,7 @@ from sama_cli.bench.adapters import (
 from sama_cli.bench.judges import JudgeResult, LocalJudge, OpenAIJudge, parse_scores
 from sama_cli.bench.metrics import flicker, psnr, ssim
 from sama_cli.bench.report import compare
-from sama_cli.bench.runner import run
+from sama_cli.bench.runner import attach_edits, run
 from sama_cli.bench.scripted import ScriptedServer
 from sama_cli.errors import InputError
 from sama_cli.video_io import write_video
@@ -232,6 +232,29 @@ def _sample(kind: str):
     from sama_cli.bench.adapters import BenchSample
 
     return BenchSample("x", kind, "make it so", Path("x.mp4"))
+
+
+def test_openve_ids_are_unique_and_stable_when_edits_share_a_source(tmp_path: Path) -> None:
+    (tmp_path / "benchmark_videos.csv").write_text(
+        "edited_type,prompt,original_video\n"
+        "local_add,add a hat,videos/a.mp4\nlocal_remove,remove the cup,videos/a.mp4\n"
+        "subtitle_edit,add a caption,videos/b.mp4\nlocal_change,swap the dog,videos/a.mp4\n")
+    samples = OpenVeBench().samples(tmp_path)
+    assert [s.id for s in samples] == ["a_r1", "a_r2", "b", "a_r4"]  # a unique stem stays as it is
+    assert [s.id for s in OpenVeBench().samples(tmp_path)] == [s.id for s in samples]  # stable
+    assert [s.category for s in samples] == ["local_add", "local_remove", "subtitle", "local_change"]
+    edits = tmp_path / "edits"
+    edits.mkdir()
+    attach_edits(samples, edits, None)
+    assert len({s.edit for s in samples}) == 4 and samples[1].edit == edits / "a_r2.mp4"
+    # an id column wins; a repeated id is an error naming the file
+    (tmp_path / "benchmark_videos.csv").write_text(
+        "id,edited_type,prompt,original_video\nk1,local_add,p,videos/a.mp4\nk1,local_add,q,videos/a.mp4\n")
+    with pytest.raises(InputError, match=r"benchmark_videos.csv:2: sample id 'k1' repeats row 1"):
+        OpenVeBench().samples(tmp_path)
+    (tmp_path / "benchmark_videos.csv").write_text("edited_type,prompt,original_video\nzoom_blur,p,videos/a.mp4\n")
+    with pytest.raises(InputError, match=r"benchmark_videos.csv:1: unknown edited type 'zoom_blur'"):
+        OpenVeBench().samples(tmp_path)
 
 
 class _Inputs(dict):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -306,17 +307,28 @@ class OpenVeBench(Adapter):
         return out
 
     def samples(self, data: Path) -> list[BenchSample]:
+        """Rows of benchmark_videos.csv. A sample's id is the `id` column when there is one; else the source
+        video's file stem, and when several rows share a stem (edits of one source) each of them gets
+        `<stem>_r<row>` (row: 1-based data row), so ids are unique and stay put while the file does."""
         path = data / "benchmark_videos.csv"
-        out = []
+        out, stems = [], []
         for i, row in enumerate(_read_table(path), start=1):
             kind = _field(row, ("edited type", "edited_type", "type"), path, i)
             if _norm(kind) not in OPENVE_TYPES:
                 raise InputError(f"{path}:{i}: unknown edited type {kind!r} (known: {', '.join(OPENVE_RUBRICS)}, "
                                  "subtitle_edit, creative_edit, camera_edit)")
             src = _field(row, ("original video", "original_video", "video"), path, i)
-            sid = row.get("id") or Path(src).stem or str(i)
-            out.append(BenchSample(str(sid), OPENVE_TYPES[_norm(kind)], _field(row, ("prompt", "instruction"), path, i),
+            stems.append((str(row["id"]), True) if row.get("id") not in (None, "") else (Path(src).stem, False))
+            out.append(BenchSample("", OPENVE_TYPES[_norm(kind)], _field(row, ("prompt", "instruction"), path, i),
                                    data / src))
+        counts = Counter(stem for stem, _ in stems)
+        seen: dict[str, int] = {}
+        for i, (s, (stem, given)) in enumerate(zip(out, stems, strict=True), start=1):
+            s.id = stem if counts[stem] == 1 or given else f"{stem}_r{i}"
+            if s.id in seen:
+                raise InputError(f"{path}:{i}: sample id {s.id!r} repeats row {seen[s.id]}; give the rows an "
+                                 "'id' column")
+            seen[s.id] = i
         return out
 
 
