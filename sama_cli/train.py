@@ -174,6 +174,7 @@ def train(recipe: Recipe, *, on_log=None) -> TrainResult:
     tasks: Counter[str] = Counter()  # on-the-fly pretext draws of this run
     loss_value = float("nan")
     step = start
+    since_log = {"t": time.perf_counter(), "steps": 0, "samples": 0}  # for s/step and samples/s in the log
     try:
         for step in range(start, T.steps):
             lr = lr_at(step, recipe)
@@ -248,14 +249,21 @@ def train(recipe: Recipe, *, on_log=None) -> TrainResult:
 
             # -- log
             done = step + 1
+            since_log["steps"] += 1
+            since_log["samples"] += n_samples * d.world
             if d.is_main and (done % T.log_every == 0 or done == T.steps or done == start + 1):
+                now = time.perf_counter()
+                seconds = max(now - since_log["t"], 1e-9)
                 record = {"step": done, **parts_sum, "loss": loss_value, "lr": lr, "grad_norm": grad_norm,
                           "samples": n_samples * d.world, **{k: state[k] for k in SKIP_COUNTERS},
+                          "step_time": seconds / since_log["steps"], "samples_per_s": since_log["samples"] / seconds,
                           **({"pretext_tasks": dict(tasks)} if tasks else {}),
-                          "time": time.perf_counter() - t_start}
+                          "time": now - t_start}
+                since_log.update(t=now, steps=0, samples=0)
                 metrics.write(json.dumps(record) + "\n")
                 if board is not None:
-                    for key in ("loss", "loss_fm", "loss_sem", "lr", "grad_norm", *SKIP_COUNTERS):
+                    for key in ("loss", "loss_fm", "loss_sem", "lr", "grad_norm", "step_time", "samples_per_s",
+                                *SKIP_COUNTERS):
                         board.add_scalar(f"train/{key}", record[key], done)
                 metrics.flush()
                 if on_log is not None:

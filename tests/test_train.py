@@ -258,3 +258,25 @@ def test_loss_spike_skips_are_bounded_and_leave_the_weights(tmp_path: Path, monk
     for kind in ("model", "ema"):
         a, b = weights(Path(two.export[kind])), weights(Path(four.export[kind]))
         assert all(torch.equal(a[k], b[k]) for k in a), kind
+
+
+@pytest.mark.parametrize("bar", [False, True])
+def test_cli_shows_loss_parts_step_time_and_throughput(tmp_path: Path, monkeypatch, bar: bool) -> None:
+    from typer.testing import CliRunner
+
+    from sama_cli.cli import app
+
+    manifest = write_artifact_manifest(tmp_path / "data")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: cli-test\n")
+    monkeypatch.setenv("SAMA_PROGRESS", "1" if bar else "0")  # stderr is not a terminal here: lines, or a forced bar
+    args = tiny_recipe_overrides(manifest, tmp_path / "run", 3, **{"train.save_every": 100})
+    res = CliRunner().invoke(app, ["train", str(recipe), *args])
+    assert res.exit_code == 0, res.output
+    lines = [line for line in res.stderr.splitlines() if "samples/s" in line]
+    for part in ("loss ", "fm ", "sem ", "s/step", "samples/s"):
+        assert all(part in line for line in lines), part
+    if bar:
+        assert lines and "step 1/3" not in res.stderr and "━ 3/3" in res.stderr
+    else:
+        assert [line.split()[1] for line in lines] == ["1/3", "2/3", "3/3"]

@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import typer
 
 from sama_cli.console import err, rank
+
+
+def _stats(rec: dict) -> str:
+    """Loss parts, step time and throughput of one metrics row."""
+    return (f"loss {rec['loss']:.4f} (fm {rec['loss_fm']:.4f}, sem {rec['loss_sem']:.4f})  "
+            f"{rec['step_time']:.3f} s/step  {rec['samples_per_s']:.1f} samples/s  lr {rec['lr']:.2e}  "
+            f"gnorm {rec['grad_norm']:.3f}  skipped {rec['skipped']}")
+
+
+def _eta(rec: dict, total: int) -> str:
+    """Time left at the step time of the last logged steps, as h:mm:ss."""
+    minutes, seconds = divmod(round(max(0, total - rec["step"]) * rec["step_time"]), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}"
 
 
 def train(
@@ -18,33 +32,42 @@ def train(
     no_resume: bool = typer.Option(False, "--no-resume", help="Start fresh even if OUT has checkpoints."),
 ) -> None:
     """Train SAMA from a recipe; resumes from the newest checkpoint in train.out_dir."""
-    from rich.live import Live
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
+    from rich.text import Text
+
+    class TrainProgress(Progress):
+        """The bar, then the latest loss parts and speeds on a line of their own (too wide for one)."""
+
+        def get_renderables(self):
+            yield self.make_tasks_table(self.tasks)
+            for t in self.tasks:
+                yield Text(t.fields["stats"], no_wrap=False, overflow="fold")
 
     from sama_cli.config import load_recipe
     from sama_cli.train import train as run
 
     extra = list(overrides or []) + (["train.resume=false"] if no_resume else [])
     r = load_recipe(recipe, extra)
-    live = None
-    if rank() == 0 and err.is_terminal:
-        live = Live(console=err, refresh_per_second=4, transient=False)
-        live.start()
+    # a progress bar on rank 0 at a terminal (or with SAMA_PROGRESS=1); otherwise a log line per logged step
+    bar = task = None
+    if rank() == 0 and (err.is_terminal or os.environ.get("SAMA_PROGRESS") == "1"):
+        bar = TrainProgress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            TextColumn("eta {task.fields[eta]}"), console=err, refresh_per_second=4)
+        task = bar.add_task("train", total=r.train.steps, stats="", eta="-")
+        bar.start()
 
-    def on_log(rec: dict) -> None:
-        line = (f"step {rec['step']}/{r.train.steps}  loss {rec['loss']:.4f}  fm {rec['loss_fm']:.4f}  "
-                f"sem {rec['loss_sem']:.4f}  lr {rec['lr']:.2e}  gnorm {rec['grad_norm']:.3f}  "
-                f"skipped {rec['skipped']}  {rec['time']:.0f}s")
-        if live is not None:
-            live.update(line)
+    def on_log(rec: dict) -> None:  # called on rank 0 at each logged step
+        if bar is not None:
+            bar.update(task, completed=rec["step"], stats=_stats(rec), eta=_eta(rec, r.train.steps))
         else:
-            err.print(line)
+            err.print(f"step {rec['step']}/{r.train.steps}  {_stats(rec)}  eta {_eta(rec, r.train.steps)}")
 
     try:
         result = run(r, on_log=on_log)
     finally:
-        if live is not None:
-            live.stop()
+        if bar is not None:
+            bar.stop()
     if rank() != 0:
         return
     table = Table(title=f"sama train: {r.name}", show_edge=False, show_header=False)
