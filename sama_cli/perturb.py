@@ -1,6 +1,10 @@
 """File-level pretext generation: a video (or frame folder) -> a perturbed MP4, a latent artifact ->
 a perturbed latent artifact, and `mix`: text-to-video rows -> stage-0 rows.
 
+A perturbed MP4 has 4k+1 frames (`fit`: trim or pad, see `pretext.perturb_pixels`) and its record
+(task, parameters, seed, caption prefix, frames in/out) beside it as `OUT.mp4.json`; a perturbed latent
+artifact carries its record in its metadata (`pretext`).
+
 A stage-0 row (written by `mix`) keeps `kind: "t2v"`, its `target` (the clean clip) and `caption`, and
 adds
     source   the perturbed clip (absent for task "none": then it is plain text-to-video)
@@ -11,19 +15,23 @@ adds
 
 from __future__ import annotations
 
+import contextlib
+import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sama_cli.artifacts import load_artifact, save_artifact
+from sama_cli.artifacts import atomic_write_text, load_artifact, save_artifact
 from sama_cli.console import progress
+from sama_cli.errors import SamaError
 from sama_cli.manifest import read_manifest, write_manifest
 from sama_cli.pretext import (
     DEFAULT_TASK_RATIO,
     TASK_PREFIXES,
-    apply_task,
     black_fill,
     choose_task,
     perturb_latents,
+    perturb_pixels,
     prefixed,
     row_generator,
 )
@@ -31,23 +39,42 @@ from sama_cli.video_io import read_frames_folder, read_video, write_video
 
 
 def task_options(task: str, *, ratio: float = 0.3, mask_mode: str = "temporal",
-                 factors: tuple[float, ...] = (0.5, 2.0), fit: str = "trim",
-                 splits: tuple[int, int, int] = (4, 4, 4)) -> dict[str, Any]:
-    return {"cube-inpaint": {"ratio": ratio, "mode": mask_mode}, "speed": {"factors": factors, "fit": fit},
+                 factors: tuple[float, ...] = (0.5, 2.0), splits: tuple[int, int, int] = (4, 4, 4)) -> dict[str, Any]:
+    """One task's own options (the 4k+1 `fit` of pixel outputs is passed separately: it applies to all)."""
+    return {"cube-inpaint": {"ratio": ratio, "mode": mask_mode}, "speed": {"factors": factors},
             "tube-shuffle": {"splits": splits}, "none": {}}[task]
+
+
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """Errors from pure tensor code (a clip too small for its tube splits, ...) name the file."""
+    try:
+        yield
+    except SamaError as e:
+        if e.path is not None:
+            raise
+        raise type(e)(e.message, path=path) from None
 
 
 def _read_clip(src: Path):
     return read_frames_folder(src) if src.is_dir() else read_video(src)
 
 
-def perturb_video(src: Path, dst: Path, task: str, seed: int, options: dict[str, Any], *, lossless: bool) -> dict:
-    """Perturb a clip in pixel space and write it (atomically); returns the record."""
+def record_path(dst: Path) -> Path:
+    """Where the record of a perturbed video is written: beside it, `OUT.mp4.json`."""
+    return dst.with_name(dst.name + ".json")
+
+
+def perturb_video(src: Path, dst: Path, task: str, seed: int, options: dict[str, Any], *, fit: str = "trim",
+                  lossless: bool) -> dict:
+    """Perturb a clip in pixel space and write it and its record (both atomically); returns the record."""
     video = _read_clip(src)
     g = row_generator(seed, src.name)
-    out, record = apply_task(task, video.frames, g, **options)
-    record = {**record, "seed": seed, "space": "pixel", "source": str(src)}
+    with naming(src):
+        out, record = perturb_pixels(video.frames, task, g, fit=fit, **options)
+    record = {**record, "seed": seed, "source": str(src)}
     write_video(dst, out, video.fps, lossless=lossless)
+    atomic_write_text(record_path(dst), json.dumps(record, indent=1) + "\n")
     return record
 
 
@@ -57,15 +84,18 @@ def perturb_latent_file(src: Path, dst: Path, task: str, seed: int, options: dic
     options = dict(options)
     if task == "tube-shuffle":
         options["splits"] = tuple(min(s, n) for s, n in zip(options["splits"], art["latents"].shape[1:], strict=True))
-    out, record = perturb_latents(art["latents"], task, g, fill=black_fill(art.meta.get("codec")), **options)
+    with naming(src):
+        out, record = perturb_latents(art["latents"], task, g, fill=black_fill(art.meta.get("codec")), **options)
     record = {**record, "seed": seed, "source": str(src)}
     save_artifact(dst, {"latents": out}, "latents", {**art.meta, "pretext": record})
     return record
 
 
 def mix(manifest_path: str, out: Path, *, seed: int, task_ratio: tuple[float, ...] = DEFAULT_TASK_RATIO,
-        options: dict[str, dict[str, Any]] | None = None, lossless: bool = True) -> tuple[list[dict], dict[str, int]]:
-    """Turn the manifest's t2v rows into stage-0 rows (other rows pass through unchanged)."""
+        options: dict[str, dict[str, Any]] | None = None, fit: str = "trim",
+        lossless: bool = True) -> tuple[list[dict], dict[str, int]]:
+    """Turn the manifest's t2v rows into stage-0 rows (other rows pass through unchanged). Deterministic:
+    a row's task and perturbation depend only on the seed and the row's id."""
     manifest = read_manifest(manifest_path)
     options = options or {t: task_options(t) for t in TASK_PREFIXES}
     rows, counts = [], {t: 0 for t in TASK_PREFIXES}
@@ -81,12 +111,11 @@ def mix(manifest_path: str, out: Path, *, seed: int, task_ratio: tuple[float, ..
             new["pretext"] = {"task": "none", "prefix": "", "seed": seed}
         else:
             video = read_video(row["target"])
-            perturbed, record = apply_task(task, video.frames, g, **options[task])
+            with naming(Path(row["target"])):
+                perturbed, record = perturb_pixels(video.frames, task, g, fit=fit, **options[task])
             dst = out / "videos" / f"{row['id']}.{task}.mp4"
             write_video(dst, perturbed, video.fps, lossless=lossless)
             new.update(source=str(dst), pretext={**record, "seed": seed})
         rows.append(new)
     write_manifest(rows, out / "manifest.jsonl")
     return rows, counts
-
-

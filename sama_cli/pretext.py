@@ -14,6 +14,11 @@ record of what was done. Release behaviour is the default, the paper's variants 
   first parts larger) and permutes tubes; only tubes of equal shape swap. The record holds the
   permutation, and `unshuffle` inverts it exactly.
 
+Pixel path (`perturb_pixels`): every output has 4k+1 frames (the Wan VAE's rule), by the same `fit`
+for every task: trim (default) or pad by repeating the last frame. Speed fits its output (release);
+cube-inpaint and tube-shuffle keep the length, so the clip is fitted first and the mask ratio and the
+tube permutation describe the frames that are written. A 4k+1 input is never changed by the fit.
+
 Latent fast path (`perturb_latents`): cube-inpaint and tube-shuffle act on the latent grid directly,
 skipping decode/perturb/re-encode. It differs from perturbing pixels: a latent frame of the Wan VAE
 covers 4 video frames (so masks and tubes align to 4-frame groups) and the fill is a latent value
@@ -41,6 +46,9 @@ TASK_PREFIXES = {
 }
 DEFAULT_TASK_RATIO = (1.0, 2.0, 3.0, 4.0)  # none : inpaint : speed : shuffle (SPEC §5)
 LATENT_TASKS = ("cube-inpaint", "tube-shuffle")  # the tasks with a latent fast path (speed needs pixels)
+
+
+FITS = ("trim", "pad")  # how pixel outputs reach 4k+1 frames: trim (release) or repeat the last frame
 
 
 def frames_4k1_down(n: int) -> int:
@@ -168,6 +176,19 @@ def apply_task(task: str, x: torch.Tensor, g: torch.Generator, **options: Any) -
     else:
         raise ValueError(f"unknown pretext task {task!r} (known: {', '.join(TASKS)})")
     return out, {"task": task, "prefix": TASK_PREFIXES[task], **rec}
+
+
+def perturb_pixels(frames_thwc: torch.Tensor, task: str, g: torch.Generator, *, fit: str = "trim",
+                   **options: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The pixel path on (T, H, W, 3) frames: the task, with the output fitted to 4k+1 frames."""
+    if fit not in FITS:
+        raise ValueError(f"fit must be one of {', '.join(FITS)}, not {fit!r}")
+    n = frames_thwc.shape[0]
+    if task == "speed":
+        out, rec = apply_task(task, frames_thwc, g, fit=fit, **options)
+    else:
+        out, rec = apply_task(task, fit_4k1(frames_thwc, fit), g, **options)
+    return out, {**rec, "fit": fit, "frames_in": n, "frames_out": out.shape[0], "space": "pixel"}
 
 
 def perturb_latents(latents_cthw: torch.Tensor, task: str, g: torch.Generator, *, fill: float = 0.0,

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
 from sama_cli.errors import InputError
 from sama_cli.pretext import (
     TASK_PREFIXES,
+    apply_task,
     choose_task,
     cube_inpaint,
     expected_masked_frames,
     perturb_latents,
+    perturb_pixels,
     row_generator,
     speed,
     speed_indices,
@@ -103,3 +108,61 @@ def test_latent_fast_path_matches_pixel_codec_and_refuses_speed() -> None:
     with pytest.raises(InputError, match="speed perturbation"):
         perturb_latents(z, "speed", g())
     assert TASK_PREFIXES["cube-inpaint"] == "[Complete the missing regions in the video.]"
+
+
+PIXEL_TASKS = ("cube-inpaint", "speed", "tube-shuffle")
+
+
+# 48 frames in: inpaint and shuffle keep 48 -> 45 (trim) or 49 (pad); speed 2x gives 24 -> 21 or 25,
+# 0.5x gives 96 -> 93 or 97
+FRAMES_OUT_48 = {("trim", "speed"): {21, 93}, ("pad", "speed"): {25, 97}, ("trim", "other"): {45},
+                 ("pad", "other"): {49}}
+
+
+@pytest.mark.parametrize("fit", ["trim", "pad"])
+@pytest.mark.parametrize("task", PIXEL_TASKS)
+def test_pixel_outputs_have_4k1_frames_for_every_task(task: str, fit: str) -> None:
+    x = clip(t=48)
+    options = {"splits": (2, 2, 2)} if task == "tube-shuffle" else {}
+    for seed in range(4):
+        out, rec = perturb_pixels(x, task, g(seed), fit=fit, **options)
+        n = out.shape[0]
+        assert n % 4 == 1 and n in FRAMES_OUT_48[fit, "speed" if task == "speed" else "other"]
+        assert rec["frames_in"] == 48 and rec["frames_out"] == n and rec["fit"] == fit and rec["space"] == "pixel"
+        if task == "tube-shuffle":  # the recorded permutation inverts the frames written
+            assert torch.equal(unshuffle(out, rec), x[:45] if fit == "trim" else torch.cat([x, x[-1:]]))
+        if task == "cube-inpaint":  # the ratio holds for the frames written
+            black = (out == 0).flatten(1).all(1)
+            assert int(black.sum()) == expected_masked_frames(n, 0.3) and not black[0]
+
+
+@pytest.mark.parametrize("task", PIXEL_TASKS)
+def test_pixel_path_leaves_4k1_clips_as_the_plain_task_does(task: str) -> None:
+    x = clip(t=17)
+    for fit in ("trim", "pad"):
+        out, rec = perturb_pixels(x, task, g(5), fit=fit)
+        plain, plain_rec = apply_task(task, x, g(5), **({"fit": fit} if task == "speed" else {}))
+        assert torch.equal(out, plain) and {k: rec[k] for k in plain_rec} == plain_rec
+
+
+def test_perturb_video_writes_a_4k1_clip_and_its_record_beside_it(tmp_path: Path) -> None:
+    from sama_cli.perturb import perturb_video, record_path, task_options
+    from sama_cli.video_io import read_video, write_video
+
+    src = write_video(tmp_path / "in.mp4", clip(t=10, h=16, w=16), 8, lossless=True)
+    for task in PIXEL_TASKS:
+        for fit, frames in (("trim", 9), ("pad", 13)):
+            dst = tmp_path / f"{task}-{fit}.mp4"
+            opts = task_options(task, splits=(2, 2, 2), factors=(0.5,))
+            record = perturb_video(src, dst, task, 3, opts, fit=fit, lossless=True)
+            n = read_video(dst).num_frames
+            assert n % 4 == 1 and (task == "speed" or n == frames)
+            saved = json.loads(record_path(dst).read_text())
+            assert saved == json.loads(json.dumps(record)) and record_path(dst).name == f"{task}-{fit}.mp4.json"
+            assert (saved["task"], saved["seed"], saved["prefix"]) == (task, 3, TASK_PREFIXES[task])
+            assert saved["frames_in"] == 10 and saved["frames_out"] == n
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
+    with pytest.raises(InputError, match="too small") as e:  # a pure-tensor error names the file
+        perturb_video(src, tmp_path / "x.mp4", "tube-shuffle", 0, task_options("tube-shuffle", splits=(4, 32, 4)),
+                      lossless=True)
+    assert str(src) in str(e.value) and not (tmp_path / "x.mp4").exists()

@@ -33,30 +33,49 @@ def perturb(
     ratio: float = typer.Option(0.3, "--ratio", help="cube-inpaint: share of the clip blacked out."),
     mask_mode: str = typer.Option("temporal", "--mask-mode", help="cube-inpaint: temporal (release) | cube."),
     factors: str = typer.Option("0.5,2.0", "--factors", help="speed: factors to draw from."),
-    fit: str = typer.Option("trim", "--fit", help="speed: trim (release) | pad to 4k+1 frames."),
+    fit: str = typer.Option("trim", "--fit", help="Pixel outputs reach 4k+1 frames by trim (release) | pad "
+                            "(repeat the last frame); every task."),
     splits: str = typer.Option("4,4,4", "--splits", help="tube-shuffle: T,H,W splits (release 4,4,4; paper 2,2,2)."),
     lossless: bool = typer.Option(True, "--lossless/--lossy", help="Write perturbed videos losslessly."),
+    stdout: bool = typer.Option(False, "--stdout", help="--mix: also write the output manifest's rows to stdout "
+                                "(absolute paths), for pipes."),
     as_json: bool = typer.Option(False, "--json", help="Print the record / summary as JSON on stdout."),
 ) -> None:
     """Apply a motion-alignment pretext (SPEC §5); records task, parameters, seed and caption prefix."""
-    from sama_cli.perturb import mix, perturb_latent_file, perturb_video, task_options
-    from sama_cli.pretext import TASKS
+    from sama_cli.manifest import dumps_rows
+    from sama_cli.perturb import mix, perturb_latent_file, perturb_video, record_path, task_options
+    from sama_cli.pretext import FITS, TASKS
 
+    if stdout and as_json:
+        raise ConfigError("--stdout and --json both write to stdout: choose one")
+    if fit not in FITS:
+        raise ConfigError(f"--fit must be one of {', '.join(FITS)}, not {fit!r}")
+    if mask_mode not in ("temporal", "cube"):
+        raise ConfigError(f"--mask-mode must be temporal or cube, not {mask_mode!r}")
+    speed_factors = _floats(factors, None, "--factors")
+    if any(f <= 0 for f in speed_factors):
+        raise ConfigError(f"--factors must be positive, not {factors!r}")
     split_t = tuple(int(v) for v in _floats(splits, 3, "--splits"))
-    opts = {t: task_options(t, ratio=ratio, mask_mode=mask_mode, factors=_floats(factors, None, "--factors"),
-                            fit=fit, splits=split_t) for t in TASKS}
+    if any(s < 1 for s in split_t):
+        raise ConfigError(f"--splits must be at least 1 each, not {splits!r}")
+    opts = {t: task_options(t, ratio=ratio, mask_mode=mask_mode, factors=speed_factors, splits=split_t)
+            for t in TASKS}
     if mix_manifest is not None:
         if src is not None or task is not None:
             raise ConfigError("--mix takes a manifest and an output folder; leave out IN and --task")
         rows, counts = mix(mix_manifest, out, seed=seed, task_ratio=_floats(task_ratio, 4, "--task-ratio"),
-                           options=opts, lossless=lossless)
+                           options=opts, fit=fit, lossless=lossless)
         err.print(f"[bold]sama perturb --mix[/bold]: {len(rows)} rows, tasks {counts} -> {out / 'manifest.jsonl'}")
+        if stdout:
+            sys.stdout.write(dumps_rows(rows, None))
         if as_json:
             sys.stdout.write(json.dumps({"rows": len(rows), "tasks": counts, "manifest": str(out / "manifest.jsonl")})
                              + "\n")
         return
     if src is None or task is None:
         raise ConfigError("give IN and --task (or --mix MANIFEST)")
+    if stdout:
+        raise ConfigError("--stdout writes the rows of --mix's manifest; for one clip, --json prints the record")
     if task not in TASKS or task == "none":
         raise ConfigError(f"--task must be cube-inpaint, speed or tube-shuffle, not {task!r}")
     if not src.exists():
@@ -68,8 +87,11 @@ def perturb(
     else:
         if out.suffix.lower() != ".mp4":
             raise ConfigError("-o must be an .mp4 file")
-        record = perturb_video(src, out, task, seed, opts[task], lossless=lossless)
-    err.print(f"[bold]sama perturb[/bold] {task}: {out} ({record.get('space')}, prefix {record['prefix']!r})")
+        record = perturb_video(src, out, task, seed, opts[task], fit=fit, lossless=lossless)
+    frames = f", {record['frames_in']} -> {record['frames_out']} frames" if "frames_out" in record else ""
+    where = f", record {record_path(out)}" if record.get("space") == "pixel" else ""
+    err.print(f"[bold]sama perturb[/bold] {task}: {out} ({record.get('space')}{frames}, prefix {record['prefix']!r}"
+              f"{where})")
     if as_json:
         sys.stdout.write(json.dumps(record) + "\n")
 
