@@ -1,6 +1,7 @@
 """Semantic anchors (SPEC §3): pick N anchor frames of a *target* video, encode them with SigLIP and
 pool each to 64 local + 1 global tokens. Release: the first frame (N = 1); paper: N frames sampled
-uniformly. The artifact records the frame indices, the pooling and the encoder.
+uniformly. The artifact records the frame indices, the pooling and the encoder. Under torchrun each
+rank anchors its share of the inputs, as `sama encode` does (`encode.share`, `write_sharded_manifest`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import torch
 
 from sama_cli.artifacts import content_hash, is_valid_cache, save_artifact
 from sama_cli.console import progress, warn
+from sama_cli.distributed import Dist, setup
+from sama_cli.encode import share, write_sharded_manifest
 from sama_cli.errors import InputError, SamaError
-from sama_cli.manifest import is_manifest_path, read_manifest, write_manifest
+from sama_cli.manifest import is_manifest_path, read_manifest
+from sama_cli.perturb import naming
 from sama_cli.video_io import IMAGE_EXTS, VIDEO_EXTS, read_video
 
 SELECTIONS = ("first", "uniform")
@@ -62,7 +66,8 @@ def anchor_file(encoder, src: Path, dst: Path, count: int, how: str, summary: An
         summary.skipped += 1
         return dst
     video = read_video(src)
-    tokens, idx = compute_anchors(encoder, video.frames, count, how)
+    with naming(src):
+        tokens, idx = compute_anchors(encoder, video.frames, count, how)
     save_artifact(dst, {"tokens": tokens}, "anchors", {**expect, "frames": idx, "source": str(src),
                                                        "tokens_per_frame": tokens.shape[0] // count})
     summary.files += 1
@@ -70,24 +75,27 @@ def anchor_file(encoder, src: Path, dst: Path, count: int, how: str, summary: An
 
 
 def anchor_inputs(inputs: list[str], out: Path, encoder, *, count: int = 1, how: str = "first",
-                  overwrite: bool = False) -> tuple[AnchorSummary, list[dict]]:
-    """Anchors for files/folders, or for every row's target in one manifest (rows get artifacts.anchors)."""
+                  overwrite: bool = False, dist: Dist | None = None) -> tuple[AnchorSummary, list[dict]]:
+    """Anchors for files/folders, or for every row's target in one manifest (rows get artifacts.anchors).
+    Returns the summary and this rank's rows (under torchrun, `dist`, each rank takes its share)."""
     t0 = time.perf_counter()
+    d = dist or setup(torch.device("cpu"))
     summary, rows_out = AnchorSummary(), []
     out.mkdir(parents=True, exist_ok=True)
     if len(inputs) == 1 and is_manifest_path(inputs[0]):
-        for row in progress(read_manifest(inputs[0]).rows, "anchor"):
+        for index, row in progress(share(list(enumerate(read_manifest(inputs[0]).rows)), d), "anchor"):
             if not row.get("target"):
                 summary.failed.append({"id": row["id"], "error": "row has no target to anchor"})
                 continue
             try:
                 dst = anchor_file(encoder, Path(row["target"]), out / "anchors" / f"{row['id']}.safetensors",
                                   count, how, summary, overwrite)
-                rows_out.append({**row, "artifacts": {**(row.get("artifacts") or {}), "anchors": str(dst)}})
+                rows_out.append({**row, "artifacts": {**(row.get("artifacts") or {}), "anchors": str(dst)},
+                                 "_index": index})
             except SamaError as e:
                 summary.failed.append({"id": row["id"], "error": e.message})
                 warn(f"{row['id']}: {e.message}")
-        write_manifest(rows_out, out / "manifest.jsonl")
+        rows_out = write_sharded_manifest(out, rows_out, d)
         summary.manifest = str(out / "manifest.jsonl")
     else:
         files: list[Path] = []
@@ -99,7 +107,7 @@ def anchor_inputs(inputs: list[str], out: Path, encoder, *, count: int = 1, how:
                 files.append(p)
             else:
                 raise InputError("no such file or folder", path=p)
-        for f in progress(files, "anchor"):
+        for f in progress(share(files, d), "anchor"):
             try:
                 dst = out / f"{f.stem}-{content_hash(f)[:8]}.anchors.safetensors"
                 rows_out.append({"input": str(f), "anchors": str(anchor_file(encoder, f, dst, count, how, summary,

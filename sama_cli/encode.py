@@ -2,15 +2,14 @@
 artifacts, manifests -> manifests with `artifacts.*` filled in.
 
 Outputs are cached by content: an existing artifact whose metadata names the same input hash and the
-same parameters is kept (`overwrite` redoes it). Under torchrun each rank takes every WORLD-th item and
-writes a manifest part; the rank that finishes last merges the parts (parts are idempotent, so two
-ranks merging at once write the same file).
+same parameters is kept (`overwrite` redoes it). Under torchrun each rank takes every WORLD-th item
+(`share`) and writes a manifest part; once all ranks are done, rank 0 merges the parts in input order
+(`write_sharded_manifest`; `sama anchor` shards the same way).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +18,13 @@ from typing import Any
 import torch
 
 from sama_cli.artifacts import content_hash, is_valid_cache, save_artifact
-from sama_cli.console import progress, warn
-from sama_cli.errors import InputError, SamaError
+from sama_cli.console import err, progress, warn
+from sama_cli.distributed import Dist, barrier, setup
+from sama_cli.errors import ConfigError, InputError, SamaError
 from sama_cli.manifest import is_manifest_path, read_manifest, row_prompt, write_manifest
+from sama_cli.perturb import naming
 from sama_cli.pretext import LATENT_TASKS, TASK_PREFIXES, prefixed
-from sama_cli.video_io import IMAGE_EXTS, VIDEO_EXTS, choose_size, read_video, resize_frames
+from sama_cli.video_io import IMAGE_EXTS, RESIZE_MODES, VIDEO_EXTS, choose_size, read_video, resize_frames
 
 BUCKET_AREA = 480 * 832
 
@@ -36,6 +37,14 @@ class EncodeOptions:
     resize: str = "crop"
     max_frames: int | None = 81
     overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZE_MODES:
+            raise ConfigError(f"--resize must be one of {', '.join(RESIZE_MODES)}, not {self.resize!r}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ConfigError(f"--max-frames must be at least 1, not {self.max_frames}")
+        if self.multiple < 1 or (self.size is not None and min(self.size) < 1):
+            raise ConfigError(f"sizes must be positive (size {self.size}, multiple {self.multiple})")
 
 
 @dataclass
@@ -70,6 +79,10 @@ class Encoder:
             return dst
         video = read_video(src, max_frames=opts.max_frames)
         n = video.num_frames
+        frames_total = video.info.frames if video.info is not None else n
+        if frames_total > n:
+            err.print(f"note: {src}: encoding the first {n} of {frames_total} frames (--max-frames {opts.max_frames}; "
+                      "recorded as frames_total)")
         size = choose_size(video.height, video.width, size=opts.size, bucket=opts.bucket, area=BUCKET_AREA,
                            multiple=opts.multiple)
         frames = resize_frames(video.frames, size, mode=opts.resize)
@@ -78,10 +91,10 @@ class Encoder:
             warn(f"{src}: {n} frames padded to {total} by repeating the last frame (recorded in the artifact)")
             frames = torch.cat([frames, frames[-1:].expand(total - n, *frames.shape[1:])])
         x = frames.permute(3, 0, 1, 2).unsqueeze(0).float().div(127.5).sub(1).to(self.device)  # (1, 3, T, H, W)
-        with torch.no_grad():
+        with torch.no_grad(), naming(src):  # codec errors (sides not divisible, ...) name the file
             z = self.codec.encode(x)[0].float().cpu()  # (C, t, h, w)
-        meta = {**expect, "source": str(src), "frames": n, "padded_frames": total - n, "fps": video.fps,
-                "size": list(size), "source_size": [video.height, video.width]}
+        meta = {**expect, "source": str(src), "frames": n, "frames_total": frames_total, "padded_frames": total - n,
+                "fps": video.fps, "size": list(size), "source_size": [video.height, video.width]}
         save_artifact(dst, {"latents": z}, "latents", meta)
         self.summary.files += 1
         self.summary.frames += n
@@ -116,21 +129,45 @@ def _expand_inputs(inputs: list[str]) -> list[Path]:
     return files
 
 
-def _shard(items: list, rank: int, world: int) -> list:
-    return [x for i, x in enumerate(items) if i % world == rank]
+def share(items: list, d: Dist) -> list:
+    """This rank's share of the inputs: every WORLD-th item, starting at its rank."""
+    return [x for i, x in enumerate(items) if i % d.world == d.rank]
+
+
+def write_sharded_manifest(out: Path, rows: list[dict], d: Dist) -> list[dict]:
+    """One process: write `out/manifest.jsonl`. Several: write this rank's part; once every rank has,
+    rank 0 merges the parts in input order (rows carry `_index`) and removes them. Returns this rank's
+    rows without `_index`."""
+    mine = [{k: v for k, v in r.items() if k != "_index"} for r in rows]
+    if d.world == 1:
+        write_manifest(mine, out / "manifest.jsonl")
+        return mine
+    parts = [out / f"manifest.part{r}of{d.world}.jsonl" for r in range(d.world)]
+    write_manifest(rows, parts[d.rank])
+    barrier()
+    if d.is_main:
+        merged = sorted((row for p in parts for row in read_manifest(p, check_files=False).rows),
+                        key=lambda r: r["_index"])
+        write_manifest([{k: v for k, v in r.items() if k != "_index"} for r in merged], out / "manifest.jsonl")
+        for p in parts:
+            p.unlink()
+    barrier()  # no rank reports the manifest before it exists
+    return mine
 
 
 def encode(inputs: list[str], out: Path, *, codec, text_encoder=None, text_spec: str | None = None,
-           prompt: str | None = None, device: torch.device, opts: EncodeOptions) -> tuple[EncodeSummary, list[dict]]:
-    """Encode files/folders or one manifest into `out`; returns the summary and the output rows."""
+           prompt: str | None = None, device: torch.device, opts: EncodeOptions,
+           dist: Dist | None = None) -> tuple[EncodeSummary, list[dict]]:
+    """Encode files/folders or one manifest into `out`; returns the summary and this rank's output rows.
+    Under torchrun (`dist`, else `distributed.setup`) each rank encodes its share of the inputs."""
     t0 = time.perf_counter()
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    d = dist or setup(device)
     enc = Encoder(codec, text_encoder, device=device, opts=opts)
     out.mkdir(parents=True, exist_ok=True)
     rows_out: list[dict] = []
     if len(inputs) == 1 and is_manifest_path(inputs[0]):
         manifest = read_manifest(inputs[0])
-        for index, row in progress(_shard(list(enumerate(manifest.rows)), rank, world), "encode"):
+        for index, row in progress(share(list(enumerate(manifest.rows)), d), "encode"):
             try:
                 arts = dict(row.get("artifacts") or {})
                 for key in ("source", "target"):
@@ -146,10 +183,10 @@ def encode(inputs: list[str], out: Path, *, codec, text_encoder=None, text_spec:
             except SamaError as e:
                 enc.summary.failed.append({"id": row["id"], "error": e.message})
                 warn(f"{row['id']}: {e.message}")
-        rows_out = _write_parts(out, rows_out, rank, world)
+        rows_out = write_sharded_manifest(out, rows_out, d)
         enc.summary.manifest = str(out / "manifest.jsonl")
     else:
-        files = _shard(_expand_inputs(inputs), rank, world)
+        files = share(_expand_inputs(inputs), d)
         for f in progress(files, "encode"):
             try:
                 dst = out / f"{f.stem}-{content_hash(f)[:8]}.latents.safetensors"
@@ -157,23 +194,8 @@ def encode(inputs: list[str], out: Path, *, codec, text_encoder=None, text_spec:
             except SamaError as e:
                 enc.summary.failed.append({"id": str(f), "error": e.message})
                 warn(e.message)
-        if prompt is not None and text_encoder is not None:
+        if prompt is not None and text_encoder is not None and d.is_main:
             dst = out / f"prompt-{hashlib.sha256(prompt.encode()).hexdigest()[:8]}.text.safetensors"
             rows_out.append({"prompt": prompt, "text": str(enc.text(prompt, dst, text_spec))})
     enc.summary.seconds = time.perf_counter() - t0
     return enc.summary, rows_out
-
-
-def _write_parts(out: Path, rows: list[dict], rank: int, world: int) -> list[dict]:
-    """One process: write the manifest. Several: write this rank's part, and merge once all exist."""
-    if world == 1:
-        clean = [{k: v for k, v in r.items() if k != "_index"} for r in rows]
-        write_manifest(clean, out / "manifest.jsonl")
-        return clean
-    write_manifest(rows, out / f"manifest.part{rank}of{world}.jsonl")
-    parts = [out / f"manifest.part{r}of{world}.jsonl" for r in range(world)]
-    if all(p.is_file() for p in parts):
-        merged = [row for p in parts for row in read_manifest(p, check_files=False).rows]
-        merged.sort(key=lambda r: r["_index"])
-        write_manifest([{k: v for k, v in r.items() if k != "_index"} for r in merged], out / "manifest.jsonl")
-    return [{k: v for k, v in r.items() if k != "_index"} for r in rows]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from sama_cli.console import err
+from sama_cli.console import err, warn
 from sama_cli.errors import EXIT_FAILED, ConfigError
 
 
@@ -16,7 +16,7 @@ def anchor(
     inputs: list[str] = typer.Argument(..., help="Target videos/images, folders, or one manifest (- for stdin)."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder (anchors/, manifest.jsonl)."),
     encoder: str = typer.Option("tiny", "--encoder", help="A SigLIP folder (so400m-patch14-384 is the "
-                                "reference) or tiny."),
+                                "reference) or tiny (random weights: tests and the toy world only)."),
     frames: int = typer.Option(1, "--frames", help="Anchor frames N per target (65 tokens each)."),
     select: str = typer.Option("first", "--select", help="first (release) | uniform (paper)."),
     grid: int = typer.Option(8, "--grid", help="Local tokens per frame = grid x grid (8 -> 64)."),
@@ -29,6 +29,7 @@ def anchor(
     import torch
 
     from sama_cli.anchors import SELECTIONS, anchor_inputs
+    from sama_cli.distributed import setup, teardown
     from sama_cli.manifest import dumps_rows
     from sama_cli.model.siglip import load_semantic_encoder
     from sama_cli.runtime import resolve_device
@@ -39,10 +40,15 @@ def anchor(
         raise ConfigError("--frames and --grid must be at least 1")
     if stdout and as_json:
         raise ConfigError("--stdout and --json both write to stdout: choose one")
-    dev = resolve_device(device)
+    d = setup(resolve_device(device))  # under torchrun: this rank's GPU and its share of the inputs
+    dev = d.device
+    if encoder == "tiny":
+        warn("--encoder tiny is a small random SigLIP: its anchors are only for tests and the toy world "
+             "(give a SigLIP folder, e.g. so400m-patch14-384, for real data)")
     enc = load_semantic_encoder(encoder, device=dev, dtype=torch.float32 if dev.type == "cpu" else torch.bfloat16,
                                 local_grid=grid)
-    summary, rows = anchor_inputs(inputs, out, enc, count=frames, how=select, overwrite=overwrite)
+    summary, rows = anchor_inputs(inputs, out, enc, count=frames, how=select, overwrite=overwrite, dist=d)
+    teardown()
     s = summary.as_dict()
     err.print(f"[bold]sama anchor[/bold]: {s['files']} anchored, {s['skipped']} cached, {len(s['failed'])} failed "
               f"in {s['seconds']:.1f}s" + (f" -> {s['manifest']}" if s["manifest"] else ""))

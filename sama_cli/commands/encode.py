@@ -35,6 +35,7 @@ def encode(
     """Encode videos/images to normalized latents; with a manifest, fill in its artifacts."""
     import torch
 
+    from sama_cli.distributed import setup, teardown
     from sama_cli.encode import EncodeOptions
     from sama_cli.encode import encode as run
     from sama_cli.manifest import dumps_rows
@@ -51,14 +52,20 @@ def encode(
             parsed = (h, w)
         except ValueError:
             raise ConfigError(f"--size must look like 480x832, not {size!r}") from None
-    dev = resolve_device(device)
+    opts = EncodeOptions(size=parsed, bucket=bucket, resize=resize, max_frames=max_frames, overwrite=overwrite)
+    d = setup(resolve_device(device))  # under torchrun: this rank's GPU and its share of the inputs
+    dev = d.device
     dt = resolve_dtype(dtype, dev)
-    codec = load_codec(vae, device=dev, dtype=torch.float32 if dev.type == "cpu" else dt, tiling=tiling)
+    try:
+        codec = load_codec(vae, device=dev, dtype=torch.float32 if dev.type == "cpu" else dt, tiling=tiling)
+    except ValueError as e:  # e.g. pixel:sx
+        raise ConfigError(f"--vae {vae!r} is not a codec spec ({e}); give a Wan VAE folder or .pth, tiny, pixel "
+                          "or pixel:sN") from None
     te = load_text_encoder(text_encoder, device=dev, dtype=torch.float32 if dev.type == "cpu" else dt) \
         if text_encoder else None
-    opts = EncodeOptions(size=parsed, bucket=bucket, resize=resize, max_frames=max_frames, overwrite=overwrite)
     summary, rows = run(inputs, out, codec=codec, text_encoder=te, text_spec=text_encoder, prompt=prompt,
-                        device=dev, opts=opts)
+                        device=dev, opts=opts, dist=d)
+    teardown()
     s = summary.as_dict()
     err.print(f"[bold]sama encode[/bold]: {s['files']} files ({s['frames']} frames), {s['texts']} prompts, "
               f"{s['skipped']} cached, {len(s['failed'])} failed in {s['seconds']:.1f}s"

@@ -67,15 +67,24 @@ def synth(
     heldout_frac: float = typer.Option(0.2, "--heldout-frac", help="Share of edits held out (unseen combos)."),
     test_frac: float = typer.Option(0.15, "--test-frac", help="Share of the other edits in the `test` split "
                                     "(clips never trained on, seen combos)."),
+    stdout: bool = typer.Option(False, "--stdout", help="Also write the manifest's rows to stdout (absolute "
+                                "paths), for pipes: sama synth toy --stdout | sama encode - -o lat."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
     """Generate the toy world: synthetic scenes with exact ground truth for every edit."""
+    from sama_cli.errors import ConfigError
+    from sama_cli.manifest import dumps_rows, read_manifest
+
+    if stdout and as_json:
+        raise ConfigError("--stdout and --json both write to stdout: choose one")
     t0 = time.perf_counter()
     summary = synthesize(out, clips=clips, images=images, t2v=t2v, seed=seed, size=size, frames=frames, fps=fps,
                          heldout_frac=heldout_frac, test_frac=test_frac)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     err.print(f"[bold]sama synth[/bold]: {summary['rows']} rows {summary['kinds']}, splits {summary['splits']}, "
               f"edits {summary['edits']} in {summary['seconds']}s -> {summary['manifest']}")
+    if stdout:
+        sys.stdout.write(dumps_rows(read_manifest(summary["manifest"]).rows, None))
     if as_json:
         sys.stdout.write(json.dumps(summary) + "\n")
 
