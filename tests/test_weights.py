@@ -20,6 +20,7 @@ from sama_cli.model.weights import (
     is_checkpoint,
     load_checkpoint,
     load_model,
+    materialize,
     original_to_diffusers,
     save_checkpoint,
     to_ours,
@@ -145,6 +146,64 @@ def test_release_weights_on_top_of_base(tmp_path: Path, diffusers_wan, sama_mode
     assert torch.equal(model.backbone.proj_out.weight, diffusers_wan.proj_out.weight)
 
 
+def write_shards(sd: dict[str, torch.Tensor], folder: Path, stem: str, n: int = 2) -> Path:
+    """`sd` as `n` safetensors shards named `{stem}-0000i-of-0000n.safetensors` + their index."""
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = sorted(sd)
+    weight_map = {}
+    for i in range(n):
+        name = f"{stem}-{i + 1:05d}-of-{n:05d}.safetensors"
+        part = keys[i::n]
+        save_file({k: sd[k].contiguous() for k in part}, str(folder / name))
+        weight_map.update({k: name for k in part})
+    index = folder / f"{stem}.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return index
+
+
+def test_release_weights_sharded(tmp_path: Path, diffusers_wan, sama_model) -> None:
+    """SAMA release weights split in shards (model-0000i-of-00002 + index): the folder, the index, on a
+    base or alone, give the same model as the single file."""
+    diffusers_wan.save_pretrained(tmp_path / "base")
+    release = to_release(sama_model.state_dict())
+    index = write_shards(release, tmp_path / "SAMA", "model")
+    assert len(list((tmp_path / "SAMA").glob("model-*.safetensors"))) == 2
+    for spec in (tmp_path / "SAMA", index):
+        model, report = load_model(model=spec, base=tmp_path / "base")
+        assert report.loaded == len(sama_model.state_dict()) and not report.missing and not report.initialised
+        same_state(model, sama_model)
+        alone, _ = load_model(model=spec, num_heads=CFG.num_heads)
+        same_state(alone, sama_model)
+    # a shard the index lists but that is gone is named
+    (tmp_path / "SAMA" / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(WeightsError, match=r"model-00002-of-00002\.safetensors: shard listed in the index is missing"):
+        load_model(model=index, base=tmp_path / "base")
+
+
+def test_load_report_names_missing_and_unexpected(sama_model) -> None:
+    full = sama_model.state_dict()
+    sd = {k: v for k, v in full.items() if not k.startswith("backbone.blocks.1.attn1.")}
+    sd["backbone.blocks.9.extra.weight"] = torch.zeros(1)
+    _, report = materialize(CFG, sd, allow_missing_backbone=True)
+    n = len(full) - len(sd) + 1
+    assert n > 3 and len(report.missing) == n and all(k.startswith("backbone.blocks.1.attn1.") for k in report.missing)
+    text = report.summary()
+    assert f"{n} missing, 1 unexpected; missing: " + ", ".join(report.missing[:3]) + f", ... ({n} in all)" in text
+    assert "; unexpected (ignored): backbone.blocks.9.extra.weight" in text
+
+
+def test_lone_original_wan_file_as_base(tmp_path: Path, diffusers_wan) -> None:
+    """One original-layout .safetensors file (no folder, no config): the shape gives the config; the head
+    count is not in the shapes (Wan's head dim 128 unless num_heads is given)."""
+    lone = tmp_path / "wan2.1_t2v_tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in diffusers_to_original(diffusers_wan.state_dict()).items()}, str(lone))
+    model, report = load_model(base=lone, num_heads=CFG.num_heads)
+    assert model.config.dim == CFG.dim and model.config.num_layers == CFG.num_layers
+    assert report.initialised == ["semantic_head", "semantic_projector", "type_embedding"]
+    plain_equal(model, diffusers_wan)
+    assert load_model(base=lone)[0].config.num_heads == 1  # dim 48 // 128, at least 1
+
+
 def test_release_file_alone_infers_config(tmp_path: Path, sama_model) -> None:
     path = export_release(sama_model, tmp_path / "sama.safetensors")
     model, _ = load_model(model=path, num_heads=CFG.num_heads)
@@ -189,7 +248,11 @@ def test_incomplete_backbone_and_garbage_are_refused(tmp_path: Path, diffusers_w
     weights = tmp_path / "partial" / "diffusion_pytorch_model.safetensors"
     sd = diffusers_wan.state_dict()
     save_file({k: v for k, v in sd.items() if not k.startswith("blocks.1.")}, str(weights))
-    with pytest.raises(WeightsError, match="backbone tensors missing, e.g. backbone.blocks.1."):
+    # the message names the first few missing tensors and says how many there are
+    n_block = sum(k.startswith("blocks.1.") for k in sd)
+    with pytest.raises(WeightsError, match=rf"{n_block} backbone tensors missing: backbone\.blocks\.1\.\S+, "
+                                           rf"backbone\.blocks\.1\.\S+, backbone\.blocks\.1\.\S+, \.\.\. "
+                                           rf"\({n_block} in all\)"):
         load_model(base=tmp_path / "partial")
     (tmp_path / "junk.safetensors").write_bytes(b"not a tensor file at all")
     with pytest.raises(WeightsError, match="junk.safetensors"):

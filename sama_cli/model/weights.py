@@ -69,6 +69,37 @@ _TO_ORIGINAL = [
 
 
 # ---- reading files ------------------------------------------------------------------------------
+PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+
+
+def _load_failure(e: Exception) -> str:
+    """One line out of torch.load's page-long error: the unpickler's own reason when it gives one."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    reason = next((ln for ln in lines if ln.startswith("WeightsUnpickler error:")), lines[0] if lines else "")
+    return f"{type(e).__name__}: {reason.split('. ')[0].removeprefix('WeightsUnpickler error: ')}"
+
+
+def load_pth(path: str | Path, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of a torch-pickled state dict (`.pth`/`.bin`), unwrapping `state_dict`/`module`/`model`.
+
+    Only ever `weights_only=True`: a weights file must not run code. Files in torch's zip format are
+    memory-mapped, so a 11 GB T5 or a 28 GB DiT is paged in as it is copied, not read up front."""
+    import zipfile
+
+    path = Path(path)
+    try:
+        # the legacy (pre-1.6) format cannot be mapped; it is still loaded with weights_only=True
+        obj = torch.load(str(path), map_location=device, weights_only=True, mmap=zipfile.is_zipfile(path))
+    except Exception as e:  # noqa: BLE001 - torch raises many types here
+        raise WeightsError(f"cannot load with weights_only=True ({_load_failure(e)})", path=path) from None
+    for key in ("state_dict", "module", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict):
+        raise WeightsError("does not contain a state dict", path=path)
+    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
 def weight_files(path: str | Path) -> list[Path]:
     """The weight files behind `path`: a file, a shard index, or a folder of (sharded) weights."""
     p = Path(path)
@@ -102,18 +133,8 @@ def read_state_dict(path: str | Path, device: str = "cpu") -> dict[str, torch.Te
                         sd[k] = fh.get_tensor(k)
             except (SafetensorError, OSError) as e:
                 raise WeightsError(f"unreadable safetensors file ({e})", path=f) from None
-        elif f.suffix in (".pth", ".pt", ".bin", ".ckpt"):
-            try:
-                # never unpickle arbitrary objects from a weights file
-                obj = torch.load(str(f), map_location=device, weights_only=True)
-            except Exception as e:  # noqa: BLE001 - torch raises many types here
-                raise WeightsError(f"cannot load with weights_only=True ({type(e).__name__}: {e})", path=f) from None
-            for key in ("state_dict", "module", "model"):
-                if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-                    obj = obj[key]
-            if not isinstance(obj, dict):
-                raise WeightsError("does not contain a state dict", path=f)
-            sd.update({k: v for k, v in obj.items() if isinstance(v, torch.Tensor)})
+        elif f.suffix in PICKLE_SUFFIXES:
+            sd.update(load_pth(f, device))
         else:
             raise WeightsError(f"unsupported weights file type {f.suffix!r}", path=f)
     return sd
@@ -235,9 +256,19 @@ class LoadReport:
 
     def summary(self) -> str:
         s = f"loaded {self.loaded} tensors, {len(self.missing)} missing, {len(self.unexpected)} unexpected"
+        if self.missing:
+            s += f"; missing: {name_some(self.missing)}"
+        if self.unexpected:
+            s += f"; unexpected (ignored): {name_some(self.unexpected)}"
         if self.initialised:
             s += f"; initialised fresh: {', '.join(sorted(self.initialised))}"
         return s
+
+
+def name_some(keys: list[str], n: int = 3) -> str:
+    """The first `n` keys and how many there are: enough to see which part of a model is concerned."""
+    shown = ", ".join(keys[:n])
+    return f"{shown}, ... ({len(keys)} in all)" if len(keys) > n else shown
 
 
 _SAMA_PARTS = ("type_embedding.", "semantic_projector.", "semantic_head.")
@@ -268,7 +299,7 @@ def materialize(config: ModelConfig, sd_ours: dict[str, torch.Tensor], *, device
     report.missing = [k for k in missing if not k.startswith(_SAMA_PARTS)]
     if report.missing and not allow_missing_backbone:
         raise WeightsError(
-            f"{where}: {len(report.missing)} backbone tensors missing, e.g. {report.missing[0]} "
+            f"{where}: {len(report.missing)} backbone tensors missing: {name_some(report.missing)} "
             "(is this a complete Wan transformer, and the right size?)"
         )
     model.to_empty(device="cpu")
@@ -392,7 +423,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu", dty
     sd = read_state_dict(weights)
     model, report = materialize(config, sd, device=device, dtype=dtype, where=str(p))
     if report.unexpected:
-        raise WeightsError(f"{len(report.unexpected)} unexpected tensors, e.g. {report.unexpected[0]}", path=p)
+        raise WeightsError(f"{len(report.unexpected)} unexpected tensors: {name_some(report.unexpected)}", path=p)
     return model, report, doc.get("meta", {})
 
 
@@ -429,8 +460,6 @@ def load_model(model: str | Path | None = None, base: str | Path | None = None, 
         sd.update(extra)
     m, report = materialize(config, sd, device=device, dtype=dtype, seed=seed, where=where)
     info(f"{where}: {report.summary()}")
-    if report.unexpected:
-        info(f"unexpected tensors ignored: {', '.join(report.unexpected[:5])}{' ...' if len(report.unexpected) > 5 else ''}")
     return m, report
 
 
