@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from helpers_encoders import diffusers_vae_to_original
+from helpers_encoders import diffusers_vae_to_original, save_wan_t5, tiny_wan_umt5, wan_t5_forward
 
 from sama_cli.errors import InputError, WeightsError
 from sama_cli.model.siglip import load_semantic_encoder, pool_tokens, save_tiny_siglip
-from sama_cli.model.text_encoder import load_text_encoder, save_tiny_text_encoder
+from sama_cli.model.text_encoder import load_text_encoder, save_tiny_text_encoder, tiny_tokenizer
 from sama_cli.model.vae import PixelCodec, load_codec, tiny_vae
 
 
@@ -73,7 +74,7 @@ def test_text_encoder_folder_trims_and_pads(tmp_path: Path) -> None:
     padded = te.pad(embeds, 16)
     assert padded.shape == (2, 16, 32) and (padded[1, counts[1]:] == 0).all()
     assert torch.equal(padded[0, : counts[0]], embeds[0])
-    with pytest.raises(InputError, match="text encoder folder not found"):
+    with pytest.raises(InputError, match="text encoder not found"):
         load_text_encoder(str(tmp_path / "missing"))
 
 
@@ -92,3 +93,80 @@ def test_siglip_pooling_by_hand_and_folder(tmp_path: Path) -> None:
     torch.testing.assert_close(out[:, 4], out[:, :4].mean(dim=1), rtol=1e-5, atol=1e-5)
     assert load_semantic_encoder("tiny")(frames).shape == (3, 65, 24)  # 8x8 + 1 from the 8x8 patch grid
     assert json.dumps(enc.describe())
+
+
+# ---- the original Wan release files -----------------------------------------------------------------
+def test_wan_t5_pth_equals_the_umt5_it_came_from(tmp_path: Path) -> None:
+    hf = tiny_wan_umt5(seed=3)
+    pth = save_wan_t5(tmp_path / "Wan2.1-T2V-14B", hf)
+    prompts = ["[Video edit] make the red circle blue", "a square over the background of a scene in winter"]
+    tok = tiny_tokenizer()
+    batch = tok(prompts, padding="max_length", max_length=40, return_tensors="pt")
+    with torch.no_grad():
+        ref = hf(batch.input_ids, batch.attention_mask).last_hidden_state
+    # the .pth (tokenizer found in google/umt5-xxl beside it) and the release folder holding it
+    for spec in (pth, pth.parent):
+        te = load_text_encoder(str(spec), max_length=40)
+        assert te.model.config.relative_attention_max_distance == 128 and te.model.config.num_heads == 4
+        embeds = te(prompts)
+        counts = batch.attention_mask.sum(dim=1).tolist()
+        assert [e.shape[0] for e in embeds] == counts
+        for e, r, n in zip(embeds, ref, counts, strict=True):
+            assert torch.equal(e, r[:n])  # float32: the same model, exactly
+    # and the converted model computes what Wan's own T5 computes on the file's tensors
+    wan = torch.load(pth, weights_only=True)
+    mine = wan_t5_forward(wan, batch.input_ids, batch.attention_mask)
+    for m, e, n in zip(mine, embeds, counts, strict=True):
+        torch.testing.assert_close(e, m[:n], rtol=1e-5, atol=1e-5)
+
+
+def test_wan_t5_bf16_file_and_errors(tmp_path: Path) -> None:
+    hf = tiny_wan_umt5(seed=4)
+    pth = save_wan_t5(tmp_path / "root", hf, dtype=torch.bfloat16)  # as Wan ships it
+    te = load_text_encoder(str(pth), dtype=torch.float32, max_length=16)
+    assert te.model.dtype == torch.float32
+    assert te.model.encoder.embed_tokens.weight is te.model.shared.weight  # tied, as in UMT5
+    rounded = {k: v.to(torch.bfloat16).float() for k, v in hf.state_dict().items()}
+    assert all(torch.equal(te.model.state_dict()[k], rounded[k]) for k in rounded)
+    # a tokenizer given explicitly, from anywhere
+    shutil.move(tmp_path / "root" / "google", tmp_path / "elsewhere")
+    with pytest.raises(InputError, match="no UMT5 tokenizer beside models_t5_umt5-xxl-enc-bf16.pth"):
+        load_text_encoder(str(pth))
+    te = load_text_encoder(str(pth), tokenizer=tmp_path / "elsewhere" / "umt5-xxl", max_length=16)
+    assert te(["a square"])[0].shape == (3, 32)
+    # a file in Wan's names with a block missing, or not a T5 at all
+    sd = torch.load(pth, weights_only=True)
+    torch.save({k: v for k, v in sd.items() if k != "blocks.1.ffn.fc2.weight"}, tmp_path / "root" / "cut.pth")
+    tiny_tokenizer().save_pretrained(tmp_path / "root" / "tokenizer")
+    with pytest.raises(WeightsError, match=r"cut\.pth: .*1 tensors missing.*\(missing blocks\.1\.ffn\.fc2\.weight\)"):
+        load_text_encoder(str(tmp_path / "root" / "cut.pth"))
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "root" / "other.pth")
+    with pytest.raises(WeightsError, match=r"other\.pth: not Wan's UMT5 encoder: no token_embedding\.weight"):
+        load_text_encoder(str(tmp_path / "root" / "other.pth"))
+
+
+def test_wan_t5_pth_is_read_weights_only_and_mapped(tmp_path: Path, monkeypatch) -> None:
+    """The 11 GB T5 file is never unpickled as code, and is paged in rather than read up front."""
+    pth = save_wan_t5(tmp_path / "root", tiny_wan_umt5(), dtype=torch.bfloat16)
+    calls = []
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    load_text_encoder(str(pth), max_length=16)
+    assert calls and all(c.get("weights_only") is True and c.get("mmap") is True for c in calls)
+
+
+def test_vae_from_an_original_wan_folder(tmp_path: Path, video) -> None:
+    """A Wan release folder's config.json is the DiT's: the VAE comes from its Wan2.1_VAE.pth."""
+    root = tmp_path / "Wan2.1-T2V-14B"
+    root.mkdir()
+    (root / "config.json").write_text(json.dumps({"_class_name": "WanModel", "dim": 48}))
+    torch.save(diffusers_vae_to_original(tiny_vae().state_dict()), root / "Wan2.1_VAE.pth")
+    torch.testing.assert_close(load_codec(str(root)).encode(video), load_codec("tiny").encode(video), rtol=0, atol=0)
+    (root / "Wan2.1_VAE.pth").unlink()
+    with pytest.raises(InputError, match="config.json describes WanModel, not AutoencoderKLWan"):
+        load_codec(str(root))

@@ -8,6 +8,7 @@ rounds up; callers pad by repeating the last frame and record it).
 
 Specs for `load_codec`:
     /path/Wan2.1-T2V-14B-Diffusers   diffusers root (uses its vae/ subfolder)
+    /path/Wan2.1-T2V-14B             an original Wan release folder (uses its Wan2.1_VAE.pth)
     /path/vae                        a diffusers AutoencoderKLWan folder (config.json + weights)
     /path/Wan2.1_VAE.pth             the original Wan VAE file (torch.load weights_only=True, keys
                                      converted with diffusers' convert_wan_vae_to_diffusers)
@@ -32,6 +33,8 @@ PIXEL_SCALE = 0.5
 # it) at a width of 8 instead of 96.
 TINY_VAE_CONFIG = dict(base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                        temperal_downsample=[False, True, True])
+# The VAE's file name in an original Wan2.1 release folder (Wan-AI/Wan2.1-T2V-14B).
+WAN_VAE_FILE = "Wan2.1_VAE.pth"
 
 
 class PixelCodec:
@@ -131,13 +134,9 @@ def _load_original_vae(path: Path):
     from diffusers import AutoencoderKLWan
     from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 
-    try:
-        sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise WeightsError(f"cannot load with weights_only=True ({type(e).__name__}: {e})", path=path) from None
-    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
-        sd = sd["state_dict"]
-    converted = convert_wan_vae_to_diffusers(dict(sd))
+    from sama_cli.model.weights import load_pth
+
+    converted = convert_wan_vae_to_diffusers(load_pth(path))
     try:  # Wan2.1's VAE is diffusers' default config; only the widths are read off the weights
         widths = dict(base_dim=converted["encoder.conv_in.weight"].shape[0],
                       z_dim=converted["post_quant_conv.weight"].shape[0])
@@ -150,6 +149,15 @@ def _load_original_vae(path: Path):
         raise WeightsError(f"not a Wan2.1 VAE: {len(missing)} missing, {len(unexpected)} unexpected keys "
                            f"(e.g. {(missing or unexpected)[0]})", path=path)
     return vae
+
+
+def _config_class(path: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads(path.read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def load_codec(spec: str, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
@@ -166,13 +174,21 @@ def load_codec(spec: str, *, device: str | torch.device = "cpu", dtype: torch.dt
         p = Path(spec)
         if not p.exists():
             raise InputError("VAE not found (give a diffusers folder, Wan2.1_VAE.pth, tiny or pixel)", path=p)
+        if p.is_dir() and not (p / "vae" / "config.json").is_file() and (p / WAN_VAE_FILE).is_file():
+            p = p / WAN_VAE_FILE  # an original Wan release folder; its config.json is the DiT's
         if p.is_file() and p.suffix in (".pth", ".pt", ".bin", ".ckpt"):
             vae = _load_original_vae(p)
+        elif p.is_file():
+            raise InputError(f"not a VAE file: give {WAN_VAE_FILE} or a diffusers VAE folder", path=p)
         else:
             if (p / "vae" / "config.json").is_file():
                 p = p / "vae"
             if not (p / "config.json").is_file():
-                raise InputError("no config.json: not a diffusers VAE folder", path=p)
+                raise InputError(f"not a VAE: no config.json, vae/ or {WAN_VAE_FILE} here (pass --vae)", path=p)
+            kind = _config_class(p / "config.json")
+            if kind not in (None, "AutoencoderKLWan"):
+                raise InputError(f"config.json describes {kind}, not AutoencoderKLWan: not a "
+                                 f"VAE folder (pass --vae: a diffusers VAE folder or {WAN_VAE_FILE})", path=p)
             try:
                 vae = AutoencoderKLWan.from_pretrained(str(p))
             except (OSError, ValueError) as e:
