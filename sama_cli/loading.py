@@ -2,7 +2,8 @@
 
 A sama checkpoint may record the codec and text encoder it was trained with (`meta.codec`,
 `meta.text_encoder`; relative paths resolve against the checkpoint folder), so a toy model edits with
-no other flag. Real SAMA weights take them from `--base` (a Wan diffusers folder) or explicit specs.
+no other flag. Real SAMA weights take them from `--base` (a Wan diffusers folder or an original Wan
+release folder) or explicit specs; a lone DiT weights file as `--base` brings neither.
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ def load_editor(model: str | None = None, base: str | None = None, vae: str | No
         dit, _, meta = load_checkpoint(model, device=home, dtype=dt)
         folder = Path(model) if Path(model).is_dir() else Path(model).parent
     else:
+        if base is not None and Path(base).is_file() and (vae is None or text_encoder is None):
+            # checked before the DiT is read: that can take minutes for a 14B file
+            raise ConfigError(f"{base}: a lone weights file holds only the DiT: pass --vae (e.g. Wan2.1_VAE.pth) and "
+                              "--text-encoder (e.g. models_t5_umt5-xxl-enc-bf16.pth), or give the Wan folder as --base")
         dit, _ = load_model(model, base, device=home, dtype=dt)
     vae_spec = vae or _resolve_spec(meta.get("codec"), folder) or base
     te_spec = text_encoder or _resolve_spec(meta.get("text_encoder"), folder) or base
