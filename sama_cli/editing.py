@@ -1,7 +1,7 @@
 """`sama edit`: read a video, encode it, denoise the edit with SAMA, decode, write (SPEC §4).
 
-The release's inference, step by step: bucket the source to ~480x832 (sides multiple of 32; a clip
-that already has such sides and is no larger keeps its size, the same rule as `encode`), pad it
+The release's inference, step by step: resize the source to its ~480x832 bucket (the release's bucket
+list, sides multiple of 32, nearest aspect ratio; the same rule as `encode`), pad it
 to the codec's frame rule by repeating the last frame, encode it to clean source latents, encode
 `"[Video edit] " + instruction` and the negative prompt `"[Video edit]"`, run the sampling loop
 (50 steps, shift 5, guidance 5, joint semantic tokens), decode, trim back to the source length and
@@ -40,7 +40,7 @@ class EditSettings:
     null_negative: bool = False  # negative = an all-zero context, the "dropped text" of `data.drop_text` training
     max_frames: int = 81  # SPEC §4
     size: tuple[int, int] | None = None  # explicit (height, width)
-    bucket: bool = False  # force the ~480x832 bucket (default: native size when it fits, as encode)
+    bucket: bool = True  # the release's ~480x832 bucket; False: native size when it fits (as encode --native)
     area: int = 480 * 832
     multiple: int = 32
     resize: str = "crop"  # crop | letterbox | stretch

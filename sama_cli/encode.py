@@ -32,7 +32,7 @@ BUCKET_AREA = 480 * 832
 @dataclass
 class EncodeOptions:
     size: tuple[int, int] | None = None  # explicit (H, W)
-    bucket: bool = False  # force ~480x832 buckets (default: native size when it fits, else bucket)
+    bucket: bool = False  # True: always the ~480x832 bucket; False: native size when it fits, else the bucket
     multiple: int = 32
     resize: str = "crop"
     max_frames: int | None = 81

@@ -13,6 +13,7 @@ Resolution buckets (SPEC §4): about 480x832 pixels of area, sides multiples of 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -406,21 +407,37 @@ def write_image(path: str | Path, frame) -> Path:
 
 
 # ---- sizes and frame counts -----------------------------------------------------------------------
+@functools.lru_cache(maxsize=32)
+def bucket_list(area: int = 480 * 832, multiple: int = 32, min_ratio: float = 0.5,
+                max_ratio: float = 2.0) -> tuple[tuple[int, int], ...]:
+    """The release's resolution buckets (`get_all_resolution`): for every height h, a multiple of
+    `multiple` between sqrt(area / 2) and sqrt(2 area) (rounded outwards), the width round(area / h)
+    to the multiple, kept when 0.5 <= w / h <= 2. Returns (height, width) pairs, tallest last."""
+    h_min = math.floor(math.sqrt(area / max_ratio) / multiple) * multiple
+    h_max = math.ceil(math.sqrt(area / min_ratio) / multiple) * multiple
+    out = []
+    for h in range(max(h_min, multiple), h_max + 1, multiple):
+        w = round(area / h / multiple) * multiple
+        if w > 0 and min_ratio <= w / h <= max_ratio:
+            out.append((h, w))
+    return tuple(out)
+
+
 def bucket_size(height: int, width: int, *, area: int = 480 * 832, multiple: int = 32,
                 min_ratio: float = 0.5, max_ratio: float = 2.0) -> tuple[int, int]:
-    """(H, W) of about `area` pixels with the clip's aspect ratio (height / width, clamped to
-    [min_ratio, max_ratio]), sides rounded to multiples of `multiple`: 480x832 -> (480, 832)."""
-    ratio = min(max(height / width, min_ratio), max_ratio)
-    h = math.sqrt(area * ratio)
-    w = h / ratio
-    return max(multiple, round(h / multiple) * multiple), max(multiple, round(w / multiple) * multiple)
+    """(H, W) of the bucket whose width / height is closest to the clip's, the first on a tie (the
+    release's `find_closest_resolution`): 480x832 -> (480, 832), 1080x1920 -> (480, 832)."""
+    buckets = bucket_list(area, multiple, min_ratio, max_ratio)
+    aspect = width / height
+    return min(buckets, key=lambda hw: abs(hw[1] / hw[0] - aspect))  # min keeps the first of equals
 
 
-def choose_size(height: int, width: int, *, size: tuple[int, int] | None = None, bucket: bool = False,
+def choose_size(height: int, width: int, *, size: tuple[int, int] | None = None, bucket: bool = True,
                 area: int = 480 * 832, multiple: int = 32) -> tuple[int, int]:
-    """The working size, by one rule for encode and edit: an explicit size wins; else the clip's own
-    size when its sides are multiples of `multiple` and it is no larger than the bucket area; else
-    (or with `bucket`) the ~`area` bucket of its aspect ratio."""
+    """The working size, by one rule for encode and edit: an explicit size wins; else the ~`area` bucket
+    of the clip's aspect ratio (the release resizes every clip to its bucket); with `bucket=False`
+    (`--native`), the clip's own size when its sides are multiples of `multiple` and it is no larger
+    than the bucket area, else the bucket."""
     if size is not None:
         return size
     fits = height % multiple == 0 and width % multiple == 0 and height * width <= area * 1.05

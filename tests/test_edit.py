@@ -195,3 +195,14 @@ def test_anchor_count_does_not_change_the_callers_sampling_config(kit) -> None:
     before = sampling.semantic_tokens
     editor.edit_frames(frames, "remove the cup", sampling, EditSettings(anchor_frames=2))
     assert sampling.semantic_tokens == before
+
+
+def test_default_working_size_is_the_release_bucket() -> None:
+    """The release resizes every clip to the bucket of its aspect ratio; --native keeps one that fits."""
+    from sama_cli.editing import working_size
+
+    assert working_size(480, 832, EditSettings()) == (480, 832)
+    assert working_size(1080, 1920, EditSettings()) == (480, 832)
+    assert working_size(32, 64, EditSettings()) == (448, 896)
+    assert working_size(32, 64, EditSettings(bucket=False)) == (32, 64)
+    assert working_size(32, 64, EditSettings(size=(64, 128))) == (64, 128)

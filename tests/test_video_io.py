@@ -14,7 +14,9 @@ from conftest import REAL_FIXTURES
 
 from sama_cli.errors import InputError
 from sama_cli.video_io import (
+    bucket_list,
     bucket_size,
+    choose_size,
     frames_4k1,
     hstack_videos,
     pad_to_4k1,
@@ -57,7 +59,16 @@ def test_bucketing_portrait_and_landscape() -> None:
     assert bucket_size(1080, 1920) == (480, 832)
     h, w = bucket_size(100, 1000)  # aspect clamped to 0.5
     assert (h, w) == (448, 896) and h % 32 == 0 and w % 32 == 0
-    assert bucket_size(720, 720, multiple=16) == (624, 624)
+    # the release's get_all_resolution(480*832) + find_closest_resolution, worked out by hand
+    assert bucket_size(1024, 1024) == bucket_size(256, 256) == (640, 640)
+    assert bucket_size(600, 800) == (544, 736) and bucket_size(800, 600) == (736, 544)
+    assert bucket_size(360, 640) == (480, 832)
+    assert bucket_list()[0] == (448, 896) and bucket_list()[-1] == (896, 448) and len(bucket_list()) == 15
+    assert all(h * w <= 480 * 832 * 1.1 and 0.5 <= w / h <= 2 for h, w in bucket_list())
+    assert bucket_size(720, 720, multiple=16) == (640, 624)  # no square bucket at 16: the nearer of 624x640, 640x624
+    # the release resizes every clip to its bucket; --native keeps a clip that already fits
+    assert choose_size(256, 256) == (640, 640) and choose_size(256, 256, bucket=False) == (256, 256)
+    assert choose_size(1080, 1920, bucket=False) == (480, 832) and choose_size(9, 9, size=(32, 64)) == (32, 64)
 
 
 def test_frame_selection_and_backends_agree() -> None:

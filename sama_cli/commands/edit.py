@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import typer
-
 from rich.markup import escape
 
 from sama_cli.console import err, info, progress
@@ -41,7 +40,9 @@ def edit(
                                      "embedded toy-world model."),
     base: str | None = typer.Option(None, "--base", help="Wan2.1-T2V folder: diffusers format or original files."),
     vae: str | None = typer.Option(None, "--vae", help="VAE spec (default: from the checkpoint or --base)."),
-    text_encoder: str | None = typer.Option(None, "--text-encoder", help="UMT5 folder (default: from --base)."),
+    text_encoder: str | None = typer.Option(None, "--text-encoder", help="UMT5 folder, or Wan's "
+                                        "models_t5_umt5-xxl-enc-bf16.pth with google/umt5-xxl/ beside it "
+                                        "(default: from --base)."),
     steps: int | None = typer.Option(None, help="Denoising steps [release: 50; a checkpoint may record its own]."),
     guidance: float | None = typer.Option(None, help="Classifier-free guidance scale [release: 5]."),
     source_guidance: float | None = typer.Option(None, help="Dual guidance: source scale s_I (with --text-guidance)."),
@@ -53,9 +54,11 @@ def edit(
     null_negative: bool = typer.Option(False, "--null-negative", help="Guide against an all-zero text context (what "
                                        "training with data.drop_text drops to) instead of the negative prompt."),
     prompt_prefix: str = typer.Option("[Video edit] ", help="Put in front of the instruction."),
-    size: str | None = typer.Option(None, help="Working size HxW (multiples of 32); default: the clip's size if "
-                                    "it fits, else the ~480x832 bucket."),
-    bucket: bool = typer.Option(False, "--bucket", help="Always use the ~480x832 bucket."),
+    size: str | None = typer.Option(None, help="Working size HxW (multiples of 32); default: the ~480x832 bucket "
+                                    "of the clip's aspect ratio (release), or the size the model records."),
+    bucket: bool | None = typer.Option(None, "--bucket/--native", help="--bucket: the ~480x832 bucket even when "
+                                       "the model records a size; --native: the clip's own size if its sides "
+                                       "are multiples of 32 and it is no larger."),
     max_frames: int = typer.Option(81, help="Read at most this many frames."),
     resize: str = typer.Option("crop", help="Fit to the working size by crop | letterbox | stretch."),
     anchors: int | None = typer.Option(None, "--anchors", help="Anchor frames (semantic tokens = 65 x N)."),
@@ -85,7 +88,7 @@ def edit(
     sampling.validate()
     settings = EditSettings(prompt_prefix=prompt_prefix, negative_prompt=negative_prompt, null_negative=null_negative,
                             max_frames=max_frames,
-                            size=_parse_size(size), bucket=bucket, resize=resize, anchor_frames=anchors)
+                            size=_parse_size(size), bucket=bucket is not False, resize=resize, anchor_frames=anchors)
     settings.validate()
     rows = read_manifest(manifest).rows if manifest is not None else None
     if rows is not None:
@@ -94,7 +97,7 @@ def edit(
     editor = load_editor(model=model, base=base, vae=vae, text_encoder=text_encoder, device=device, dtype=dtype,
                          offload=offload, text_encoder_cpu=text_encoder_cpu, tiling=tiling)
 
-    if settings.size is None and not settings.bucket and getattr(editor, "working_size", None):
+    if settings.size is None and bucket is None and getattr(editor, "working_size", None):
         settings.size = editor.working_size  # a model that knows one size (the toy model) works at it
     # a checkpoint may record the sampler it was made for (the toy model: 20 steps, no guidance); flags win
     recorded = getattr(editor, "sampling", None) or {}

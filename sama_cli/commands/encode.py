@@ -21,8 +21,9 @@ def encode(
                                             "encodes the rows' prompts / --prompt."),
     prompt: str | None = typer.Option(None, "--prompt", help="A prompt to encode (file inputs)."),
     size: str | None = typer.Option(None, "--size", help="Explicit working size HxW."),
-    bucket: bool = typer.Option(False, "--bucket", help="Resize to ~480x832 buckets (default: native size if it "
-                                "fits, else bucket)."),
+    bucket: bool = typer.Option(False, "--bucket/--native", help="--bucket: every clip to its ~480x832 bucket (as "
+                                "sama edit does); --native (default): a clip whose sides are multiples of 32 and "
+                                "no larger keeps its size (toy clips stay 32x32), others get their bucket."),
     resize: str = typer.Option("crop", "--resize", help="crop | letterbox | stretch."),
     max_frames: int = typer.Option(81, "--max-frames", help="Read at most this many frames."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that are already cached."),
