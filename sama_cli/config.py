@@ -76,6 +76,7 @@ class TrainSection:
     parallel: str = "auto"  # auto | none | ddp | fsdp
     resume: bool = True  # continue from the newest checkpoint in out_dir
     tensorboard: bool = True  # also log to OUT/tensorboard when the tensorboard package is installed
+    export_release: bool = False  # also write OUT/export/ema_release.safetensors (the authors' layout)
 
 
 @dataclass

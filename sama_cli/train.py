@@ -27,7 +27,7 @@ from sama_cli.distributed import Dist, all_reduce_mean, choose_parallel, setup, 
 from sama_cli.flow import add_noise, sama_loss, sample_training_sigmas, timestep_of, velocity_target
 from sama_cli.model.config import from_preset
 from sama_cli.model.transformer import SamaTransformer, build_model
-from sama_cli.model.weights import load_model, save_checkpoint
+from sama_cli.model.weights import load_model, save_checkpoint, save_release
 from sama_cli.runtime import resolve_device
 
 LOSS_MEAN_DECAY = 0.99  # running mean used by loss-spike skipping
@@ -288,6 +288,8 @@ def train(recipe: Recipe, *, on_log=None) -> TrainResult:
         ema_sd = {**full, **full_ema}
         export["ema"] = str(save_checkpoint(ema_sd, out / "export" / "ema", config=config,
                                             meta={**provenance, "ema_decay": T.ema_decay}))
+        if T.export_release:  # runs in the authors' inference code and the ComfyUI node as it is
+            export["ema_release"] = str(save_release(ema_sd, config, out / "export" / "ema_release.safetensors"))
         atomic_write_text(out / "recipe.yaml", recipe.to_yaml())
         plot_losses(metrics_path, out / "loss.png")
     teardown()

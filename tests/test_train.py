@@ -39,7 +39,7 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
 
 def test_loss_falls_and_exports(tmp_path: Path) -> None:
     manifest = write_artifact_manifest(tmp_path / "data", with_images=True)
-    result = run(manifest, tmp_path / "run", 40)
+    result = run(manifest, tmp_path / "run", 40, **{"train.export_release": True})
     curve = losses(tmp_path / "run")
     assert len(curve) == 40
     assert sum(curve[-8:]) / 8 < 0.85 * sum(curve[:5]) / 5
@@ -47,6 +47,12 @@ def test_loss_falls_and_exports(tmp_path: Path) -> None:
     model, _, meta = load_checkpoint(result.export["ema"])
     assert meta["codec"] == {"name": "test"} and meta["text_encoder"] == "test-text"
     assert meta["stage"] == 1 and model.config.preset == "tiny"
+    # the EMA also in the authors' layout; it loads back (self-contained) to the same weights
+    from sama_cli.model.weights import load_model
+
+    released, _ = load_model(result.export["ema_release"], num_heads=model.config.num_heads)
+    a, b = model.state_dict(), released.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # keep_last=2: only the two newest complete checkpoints remain
     assert [s for s, _ in ckpt.complete_checkpoints(tmp_path / "run" / "checkpoints")] == [39, 40]
 

@@ -466,14 +466,18 @@ def load_model(model: str | Path | None = None, base: str | Path | None = None, 
 def export_release(model: SamaTransformer, path: str | Path) -> Path:
     """Write the weights in the SAMA release layout (Wan original names + release extras), so that
     they run in the authors' code; the Wan-style config rides in the metadata."""
-    cfg = model.config
+    return save_release(model.state_dict(), model.config, path)
+
+
+def save_release(state_dict: dict[str, torch.Tensor], cfg: ModelConfig, path: str | Path) -> Path:
+    """`export_release` for a state dict in our names (what training holds at its end)."""
     wan_cfg = {
         "model_type": "t2v", "dim": cfg.dim, "in_dim": cfg.in_channels, "out_dim": cfg.out_channels,
         "ffn_dim": cfg.ffn_dim, "num_heads": cfg.num_heads, "num_layers": cfg.num_layers,
         "text_dim": cfg.text_dim, "freq_dim": cfg.freq_dim, "eps": cfg.eps, "patch_size": list(cfg.patch_size),
         "text_len": cfg.text_len, "semantic_dim": cfg.semantic_dim, "semantic_mlp_hidden": cfg.semantic_mlp_hidden,
     }
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in to_release(model.state_dict()).items()}
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in to_release(state_dict).items()}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "sama-release", "config": json.dumps(wan_cfg)})
