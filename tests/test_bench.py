@@ -380,6 +380,27 @@ def test_weight_free_metrics_by_hand() -> None:
     assert ssim(still, other) < 1.0
 
 
+def test_warp_error_tells_smooth_motion_from_flicker_and_agreement_flags() -> None:
+    """A textured square sliding 1 px a frame warps onto itself (the flow explains it); the same frames in
+    shuffled order cannot be explained by smooth flow, so their warp error is clearly higher."""
+    from types import SimpleNamespace
+
+    from sama_cli.bench.metrics import agreement, warp_error
+
+    g = torch.Generator().manual_seed(0)
+    texture = torch.randint(0, 256, (16, 16, 3), generator=g, dtype=torch.uint8)
+    frames = torch.full((8, 48, 48, 3), 60, dtype=torch.uint8)
+    for t in range(8):
+        frames[t, 16:32, 10 + t: 26 + t] = texture
+    assert warp_error(frames[:1]) == 0.0 and warp_error(torch.full((3, 8, 8, 3), 7, dtype=torch.uint8)) == 0.0
+    smooth, jumbled = warp_error(frames), warp_error(frames[[0, 5, 2, 7, 1, 6, 3, 4]])
+    assert smooth < 0.5 * jumbled and jumbled > 5.0
+    src = SimpleNamespace(frames=49, fps=24.0, width=832, height=480)
+    assert agreement(src, src) == {"same_frames": 1.0, "same_fps": 1.0, "same_size": 1.0}
+    assert agreement(src, SimpleNamespace(frames=48, fps=24.0004, width=480, height=832)) == {
+        "same_frames": 0.0, "same_fps": 1.0, "same_size": 0.0}
+
+
 # ---- the toy oracle through the CLI, compare ---------------------------------------------------------------
 def test_toy_oracle_ranks_target_source_and_wrong_edit(tmp_path: Path) -> None:
     res = sama("synth", tmp_path / "toy", "--clips", "6", "--images", "0", "--t2v", "0", "--frames",
