@@ -394,7 +394,7 @@ def test_warp_error_tells_smooth_motion_from_flicker_and_agreement_flags() -> No
         frames[t, 16:32, 10 + t: 26 + t] = texture
     assert warp_error(frames[:1]) == 0.0 and warp_error(torch.full((3, 8, 8, 3), 7, dtype=torch.uint8)) == 0.0
     smooth, jumbled = warp_error(frames), warp_error(frames[[0, 5, 2, 7, 1, 6, 3, 4]])
-    assert smooth < 0.5 * jumbled and jumbled > 5.0
+    assert smooth < 0.5 * jumbled and jumbled > 2.0
     src = SimpleNamespace(frames=49, fps=24.0, width=832, height=480)
     assert agreement(src, src) == {"same_frames": 1.0, "same_fps": 1.0, "same_size": 1.0}
     assert agreement(src, SimpleNamespace(frames=48, fps=24.0004, width=480, height=832)) == {
