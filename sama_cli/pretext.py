@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from sama_cli.errors import InputError
@@ -126,6 +127,21 @@ def _tubes(shape: tuple[int, int, int], splits: tuple[int, int, int]) -> list[tu
     return [(t, y, x) for t in ranges[0] for y in ranges[1] for x in ranges[2]]
 
 
+def _move_blocks(x: torch.Tensor, moves: list[tuple[tuple[slice, ...], tuple[slice, ...]]]) -> torch.Tensor:
+    """A new tensor whose block `dst` is x's block `src`, for every (dst, src) in `moves`. On the CPU
+    numpy does the strided block copies (about twice torch's speed for uint8 frames: `make bench`)."""
+    if x.device.type == "cpu" and x.dtype != torch.bfloat16 and not x.requires_grad:
+        a = x.numpy()
+        out = np.empty_like(a)
+        for dst, src in moves:
+            out[dst] = a[src]
+        return torch.from_numpy(out)
+    out_t = torch.empty_like(x)
+    for dst, src in moves:
+        out_t[dst] = x[src]
+    return out_t
+
+
 def tube_shuffle(x: torch.Tensor, g: torch.Generator, *, splits: tuple[int, int, int] = (4, 4, 4),
                  keep_last_frame: bool = False) -> tuple[torch.Tensor, dict[str, Any]]:
     """Permute tubes within groups of equal shape; record `perm[dst] = src` over tubes in T/H/W order."""
@@ -144,9 +160,7 @@ def tube_shuffle(x: torch.Tensor, g: torch.Generator, *, splits: tuple[int, int,
             order = torch.randperm(len(idxs), generator=g).tolist()
             for dst, k in zip(idxs, order, strict=True):
                 perm[dst] = idxs[k]
-    out_main = torch.empty_like(main)
-    for dst, src in enumerate(perm):
-        out_main[tubes[dst]] = main[tubes[src]]
+    out_main = _move_blocks(main, [(tubes[dst], tubes[src]) for dst, src in enumerate(perm)])
     out = torch.cat([out_main, x[-1:]]) if main is not x else out_main
     return out, {"splits": list(splits), "keep_last_frame": keep_last_frame, "perm": perm}
 
@@ -156,9 +170,7 @@ def unshuffle(x: torch.Tensor, record: dict[str, Any]) -> torch.Tensor:
     keep = record["keep_last_frame"] and x.shape[0] > 1
     main = x[:-1] if keep else x
     tubes = _tubes(tuple(main.shape[:3]), tuple(record["splits"]))
-    out = torch.empty_like(main)
-    for dst, src in enumerate(record["perm"]):
-        out[tubes[src]] = main[tubes[dst]]
+    out = _move_blocks(main, [(tubes[src], tubes[dst]) for dst, src in enumerate(record["perm"])])
     return torch.cat([out, x[-1:]]) if keep else out
 
 

@@ -18,18 +18,23 @@ def perturb_throughput_rows(quick: bool = False) -> list[dict]:
 
     reps = 3 if quick else 10
     g = torch.Generator().manual_seed(0)
-    clip = torch.randint(0, 256, (49, 480, 832, 3), generator=g, dtype=torch.uint8)  # a release-size clip
-    n = clip.shape[0]
-    rows = []
+    # a release-size clip (49 frames of 480x832) with video-like content: smooth gradients drifting, a
+    # little noise; written as H.264, then the decoded frames are what the pretexts perturb
+    t, y, x = torch.meshgrid(torch.arange(49.0), torch.arange(480.0), torch.arange(832.0), indexing="ij")
+    base = torch.stack([(x + 4 * t) / 832, (y + 2 * t) / 480, (x + y) / 1312], -1) * 200
+    clip = (base + 10 * torch.rand(base.shape, generator=g)).clamp(0, 255).to(torch.uint8)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "clip.mp4"
-        write_video(path, clip[:, :240, :416], 24)
+        write_video(path, clip, 24)
         decode = median_seconds(lambda: read_video(path), reps)
+        clip = read_video(path).frames
+    n = clip.shape[0]
+    rows = []
     copy = median_seconds(lambda: clip.clone(), reps)
     for name, fn in (("cube-inpaint", cube_inpaint), ("speed", speed), ("tube-shuffle", tube_shuffle)):
         t = median_seconds(lambda fn=fn: fn(clip, torch.Generator().manual_seed(1)), reps)
         rows.append({"area": "pretext", "what": f"{name}, 49x480x832 uint8 clip",
-                     "value": f"{n / t:.0f} frames/s (copy {n / copy:.0f}, decode 240x416 {n / decode:.0f})",
+                     "value": f"{n / t:.0f} frames/s (copy {n / copy:.0f}, decoding the same clip {n / decode:.0f})",
                      "target": "-", "ok": True})
     for spec in ("pixel", "tiny"):
         codec = load_codec(spec)
