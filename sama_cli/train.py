@@ -133,8 +133,11 @@ def train(recipe: Recipe, *, on_log=None) -> TrainResult:
     model = build_for_training(recipe)
     config = model.config
     model.enable_gradient_checkpointing(recipe.model.gradient_checkpointing)
-    model.to(device)
     mode = choose_parallel(T.parallel, d, model.num_parameters())
+    if mode != "fsdp":
+        model.to(device)
+    # FSDP2: fully_shard moves each block to the device as it shards it, so a GPU holds one full block at
+    # most (14B in fp32 is 57 GB: moving it whole first would not fit beside anything else on one GPU)
     net = wrap(model, mode, d, mixed_bf16=bf16)
     params = [p for p in net.parameters() if p.requires_grad]
     o = recipe.optim
