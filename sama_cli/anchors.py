@@ -1,7 +1,8 @@
 """Semantic anchors (SPEC §3): pick N anchor frames of a *target* video, encode them with SigLIP and
 pool each to 64 local + 1 global tokens. Release: the first frame (N = 1); paper: N frames sampled
 uniformly. The artifact records the frame indices, the pooling and the encoder. Under torchrun each
-rank anchors its share of the inputs, as `sama encode` does (`encode.share`, `write_sharded_manifest`).
+rank anchors its share of the inputs, as `sama encode` does (`distributed.share`,
+`manifest.write_sharded_manifest`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,10 @@ import torch
 
 from sama_cli.artifacts import content_hash, is_valid_cache, save_artifact
 from sama_cli.console import progress, warn
-from sama_cli.distributed import Dist, setup
-from sama_cli.encode import share, write_sharded_manifest
-from sama_cli.errors import InputError, SamaError
-from sama_cli.manifest import is_manifest_path, read_manifest
-from sama_cli.perturb import naming
-from sama_cli.video_io import IMAGE_EXTS, VIDEO_EXTS, read_video
+from sama_cli.distributed import Dist, setup, share
+from sama_cli.errors import SamaError, naming
+from sama_cli.manifest import expand_inputs, is_manifest_path, read_manifest, write_sharded_manifest
+from sama_cli.video_io import read_video
 
 SELECTIONS = ("first", "uniform")
 
@@ -98,16 +97,7 @@ def anchor_inputs(inputs: list[str], out: Path, encoder, *, count: int = 1, how:
         rows_out = write_sharded_manifest(out, rows_out, d)
         summary.manifest = str(out / "manifest.jsonl")
     else:
-        files: list[Path] = []
-        for item in inputs:
-            p = Path(item)
-            if p.is_dir():
-                files += sorted(f for f in p.rglob("*") if f.suffix.lower() in VIDEO_EXTS + IMAGE_EXTS)
-            elif p.exists():
-                files.append(p)
-            else:
-                raise InputError("no such file or folder", path=p)
-        for f in progress(share(files, d), "anchor"):
+        for f in progress(share(expand_inputs(inputs), d), "anchor"):
             try:
                 dst = out / f"{f.stem}-{content_hash(f)[:8]}.anchors.safetensors"
                 rows_out.append({"input": str(f), "anchors": str(anchor_file(encoder, f, dst, count, how, summary,

@@ -9,9 +9,12 @@ the previous checkpoint stays usable. The same code saves sharded FSDP2 state, D
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +55,19 @@ def latest(root: str | Path) -> Path | None:
     return done[-1][1] if done else None
 
 
+@contextlib.contextmanager
+def _single_process_quiet() -> Iterator[None]:
+    """Without a process group DCP warns at every save and load that it assumes one process; that is
+    what we mean (the same code runs with and without torchrun), so exactly that warning is dropped."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"torch\.distributed is .*uninitialized, assuming the intent is "
+                                r"to (save|load) in a single process", category=UserWarning)
+        yield
+
+
 def _state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ema: dict[str, torch.Tensor] | None):
     model_sd, optim_sd = get_state_dict(model, optimizer)
     state: dict[str, Any] = {"model": model_sd, "optim": optim_sd}
@@ -71,7 +87,8 @@ def save(root: str | Path, step: int, model: torch.nn.Module, optimizer: torch.o
             shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir(parents=True, exist_ok=True)
     barrier()
-    dcp.save(_state(model, optimizer, ema), checkpoint_id=str(tmp))
+    with _single_process_quiet():
+        dcp.save(_state(model, optimizer, ema), checkpoint_id=str(tmp))
     torch.save({"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
                tmp / f"rng_rank{d.rank}.pt")
     barrier()
@@ -92,7 +109,8 @@ def load(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimi
     """Restore model, optimizer, EMA (in place) and this rank's RNG; return trainer.json."""
     path = Path(path)
     state = _state(model, optimizer, ema)
-    dcp.load(state, checkpoint_id=str(path))
+    with _single_process_quiet():
+        dcp.load(state, checkpoint_id=str(path))
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     if ema is not None:
         for k, v in state["ema"].items():

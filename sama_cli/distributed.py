@@ -1,6 +1,6 @@
 """Everything distributed, in one place: process groups, FSDP2 / DDP wrapping, rank helpers.
 
-The rest of the code asks `is_main()`, `rank()`, `world()` and calls `barrier()`; the same code runs
+The rest of the code asks `Dist.is_main`, takes its `share` of a list and calls `barrier()`; the same code runs
 with and without torchrun. Under `torchrun`, the backend is NCCL on GPUs and gloo on CPUs.
 """
 
@@ -43,6 +43,11 @@ def setup(device: torch.device) -> Dist:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return Dist(rank=rank, world=world, local_rank=local, device=device)
+
+
+def share(items: list, d: Dist) -> list:
+    """This rank's share of `items`: every WORLD-th item, starting at its rank (all of them in one process)."""
+    return [x for i, x in enumerate(items) if i % d.world == d.rank]
 
 
 def teardown() -> None:

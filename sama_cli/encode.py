@@ -3,8 +3,8 @@ artifacts, manifests -> manifests with `artifacts.*` filled in.
 
 Outputs are cached by content: an existing artifact whose metadata names the same input hash and the
 same parameters is kept (`overwrite` redoes it). Under torchrun each rank takes every WORLD-th item
-(`share`) and writes a manifest part; once all ranks are done, rank 0 merges the parts in input order
-(`write_sharded_manifest`; `sama anchor` shards the same way).
+(`distributed.share`) and writes a manifest part; once all ranks are done, rank 0 merges the parts in
+input order (`manifest.write_sharded_manifest`; `sama anchor` shards the same way).
 """
 
 from __future__ import annotations
@@ -19,12 +19,17 @@ import torch
 
 from sama_cli.artifacts import content_hash, is_valid_cache, save_artifact
 from sama_cli.console import err, progress, warn
-from sama_cli.distributed import Dist, barrier, setup
-from sama_cli.errors import ConfigError, InputError, SamaError
-from sama_cli.manifest import is_manifest_path, read_manifest, row_prompt, write_manifest
-from sama_cli.perturb import naming
+from sama_cli.distributed import Dist, setup, share
+from sama_cli.errors import ConfigError, SamaError, naming
+from sama_cli.manifest import (
+    expand_inputs,
+    is_manifest_path,
+    read_manifest,
+    row_prompt,
+    write_sharded_manifest,
+)
 from sama_cli.pretext import LATENT_TASKS, TASK_PREFIXES, prefixed
-from sama_cli.video_io import IMAGE_EXTS, RESIZE_MODES, VIDEO_EXTS, choose_size, read_video, resize_frames
+from sama_cli.video_io import RESIZE_MODES, choose_size, read_video, resize_frames
 
 BUCKET_AREA = 480 * 832
 
@@ -116,45 +121,6 @@ class Encoder:
         return dst
 
 
-def _expand_inputs(inputs: list[str]) -> list[Path]:
-    files: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in VIDEO_EXTS + IMAGE_EXTS)
-        elif p.exists():
-            files.append(p)
-        else:
-            raise InputError("no such file or folder", path=p)
-    return files
-
-
-def share(items: list, d: Dist) -> list:
-    """This rank's share of the inputs: every WORLD-th item, starting at its rank."""
-    return [x for i, x in enumerate(items) if i % d.world == d.rank]
-
-
-def write_sharded_manifest(out: Path, rows: list[dict], d: Dist) -> list[dict]:
-    """One process: write `out/manifest.jsonl`. Several: write this rank's part; once every rank has,
-    rank 0 merges the parts in input order (rows carry `_index`) and removes them. Returns this rank's
-    rows without `_index`."""
-    mine = [{k: v for k, v in r.items() if k != "_index"} for r in rows]
-    if d.world == 1:
-        write_manifest(mine, out / "manifest.jsonl")
-        return mine
-    parts = [out / f"manifest.part{r}of{d.world}.jsonl" for r in range(d.world)]
-    write_manifest(rows, parts[d.rank])
-    barrier()
-    if d.is_main:
-        merged = sorted((row for p in parts for row in read_manifest(p, check_files=False).rows),
-                        key=lambda r: r["_index"])
-        write_manifest([{k: v for k, v in r.items() if k != "_index"} for r in merged], out / "manifest.jsonl")
-        for p in parts:
-            p.unlink()
-    barrier()  # no rank reports the manifest before it exists
-    return mine
-
-
 def encode(inputs: list[str], out: Path, *, codec, text_encoder=None, text_spec: str | None = None,
            prompt: str | None = None, device: torch.device, opts: EncodeOptions,
            dist: Dist | None = None) -> tuple[EncodeSummary, list[dict]]:
@@ -186,7 +152,7 @@ def encode(inputs: list[str], out: Path, *, codec, text_encoder=None, text_spec:
         rows_out = write_sharded_manifest(out, rows_out, d)
         enc.summary.manifest = str(out / "manifest.jsonl")
     else:
-        files = share(_expand_inputs(inputs), d)
+        files = share(expand_inputs(inputs), d)
         for f in progress(files, "encode"):
             try:
                 dst = out / f"{f.stem}-{content_hash(f)[:8]}.latents.safetensors"

@@ -6,6 +6,8 @@ to do. The CLI prints it without a traceback (`--debug` shows one) and exits wit
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 # Exit codes that mean something to scripts.
@@ -36,3 +38,15 @@ class ConfigError(SamaError):
 
 class WeightsError(SamaError):
     """Model weights do not match the model (missing keys, shape mismatches, unknown layout)."""
+
+
+@contextlib.contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """Errors raised inside (by pure tensor code or a codec: a clip too small for its tube splits, sides
+    not divisible, ...) name `path`, unless they already name a file."""
+    try:
+        yield
+    except SamaError as e:
+        if e.path is not None:
+            raise
+        raise type(e)(e.message, path=path) from None

@@ -15,6 +15,8 @@ Row schema (see README, "Manifests"):
 Any other key is carried through unchanged. Relative paths resolve against the manifest's folder; in
 memory every path is absolute, and `write_manifest` writes paths relative to the output's folder.
 `-` reads standard input / writes standard output (paths then resolve against the working directory).
+Under torchrun, `write_sharded_manifest` has each rank write its rows as a part that rank 0 merges
+in input order.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from sama_cli.artifacts import atomic_write_text
+from sama_cli.distributed import Dist, barrier
 from sama_cli.errors import InputError
+from sama_cli.video_io import IMAGE_EXTS, VIDEO_EXTS
 
 ROW_KINDS = ("video_edit", "image_edit", "t2v")
 PATH_KEYS = ("source", "target", "output", "scene")
@@ -153,8 +157,44 @@ def write_manifest(rows: Iterable[dict[str, Any]], path: str | Path) -> None:
     atomic_write_text(p, dumps_rows(rows, p.resolve().parent))
 
 
+def write_sharded_manifest(out: Path, rows: list[dict], d: Dist) -> list[dict]:
+    """One process: write `out/manifest.jsonl`. Several: write this rank's part; once every rank has,
+    rank 0 merges the parts in input order (rows carry `_index`) and removes them. Returns this rank's
+    rows without `_index`."""
+    mine = [{k: v for k, v in r.items() if k != "_index"} for r in rows]
+    if d.world == 1:
+        write_manifest(mine, out / "manifest.jsonl")
+        return mine
+    parts = [out / f"manifest.part{r}of{d.world}.jsonl" for r in range(d.world)]
+    write_manifest(rows, parts[d.rank])
+    barrier()
+    if d.is_main:
+        merged = sorted((row for p in parts for row in read_manifest(p, check_files=False).rows),
+                        key=lambda r: r["_index"])
+        write_manifest([{k: v for k, v in r.items() if k != "_index"} for r in merged], out / "manifest.jsonl")
+        for p in parts:
+            p.unlink()
+    barrier()  # no rank reports the manifest before it exists
+    return mine
+
+
 def is_manifest_path(path: str | Path) -> bool:
     return str(path) == "-" or str(path).endswith((".jsonl", ".ndjson"))
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    """The files named by a subcommand's non-manifest inputs: files as given, folders as their
+    videos and images (recursively, sorted). A missing one is an error that names it."""
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in VIDEO_EXTS + IMAGE_EXTS)
+        elif p.exists():
+            files.append(p)
+        else:
+            raise InputError("no such file or folder", path=p)
+    return files
 
 
 EDIT_PROMPT_PREFIX = "[Video edit] "  # release --prompt-prefix; training prompts carry it too

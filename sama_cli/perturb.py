@@ -15,15 +15,13 @@ adds
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sama_cli.artifacts import atomic_write_text, load_artifact, save_artifact
 from sama_cli.console import progress
-from sama_cli.errors import SamaError
+from sama_cli.errors import naming
 from sama_cli.manifest import read_manifest, write_manifest
 from sama_cli.pretext import (
     DEFAULT_TASK_RATIO,
@@ -43,17 +41,6 @@ def task_options(task: str, *, ratio: float = 0.3, mask_mode: str = "temporal",
     """One task's own options (the 4k+1 `fit` of pixel outputs is passed separately: it applies to all)."""
     return {"cube-inpaint": {"ratio": ratio, "mode": mask_mode}, "speed": {"factors": factors},
             "tube-shuffle": {"splits": splits}, "none": {}}[task]
-
-
-@contextlib.contextmanager
-def naming(path: Path) -> Iterator[None]:
-    """Errors from pure tensor code (a clip too small for its tube splits, ...) name the file."""
-    try:
-        yield
-    except SamaError as e:
-        if e.path is not None:
-            raise
-        raise type(e)(e.message, path=path) from None
 
 
 def _read_clip(src: Path):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import typer
 
-from sama_cli.console import err, warn
-from sama_cli.errors import EXIT_FAILED, ConfigError
+from sama_cli.commands.encode import report_batch
+from sama_cli.console import warn
+from sama_cli.errors import ConfigError
 
 
 def anchor(
@@ -30,7 +29,6 @@ def anchor(
 
     from sama_cli.anchors import SELECTIONS, anchor_inputs
     from sama_cli.distributed import setup, teardown
-    from sama_cli.manifest import dumps_rows
     from sama_cli.model.siglip import load_semantic_encoder
     from sama_cli.runtime import resolve_device
 
@@ -50,16 +48,8 @@ def anchor(
     summary, rows = anchor_inputs(inputs, out, enc, count=frames, how=select, overwrite=overwrite, dist=d)
     teardown()
     s = summary.as_dict()
-    err.print(f"[bold]sama anchor[/bold]: {s['files']} anchored, {s['skipped']} cached, {len(s['failed'])} failed "
-              f"in {s['seconds']:.1f}s" + (f" -> {s['manifest']}" if s["manifest"] else ""))
-    for f in s["failed"]:
-        err.print(f"[red]failed[/red] {f['id']}: {f['error']}")
-    if stdout:
-        sys.stdout.write(dumps_rows(rows, None))
-    if as_json:
-        sys.stdout.write(json.dumps(s) + "\n")
-    if s["failed"]:
-        raise typer.Exit(EXIT_FAILED)
+    report_batch(f"[bold]sama anchor[/bold]: {s['files']} anchored, {s['skipped']} cached, {len(s['failed'])} "
+                 f"failed in {s['seconds']:.1f}s", s, rows, stdout=stdout, as_json=as_json)
 
 
 def register(app: typer.Typer) -> None:

@@ -39,7 +39,6 @@ def encode(
     from sama_cli.distributed import setup, teardown
     from sama_cli.encode import EncodeOptions
     from sama_cli.encode import encode as run
-    from sama_cli.manifest import dumps_rows
     from sama_cli.model.text_encoder import load_text_encoder
     from sama_cli.model.vae import load_codec
     from sama_cli.runtime import resolve_device, resolve_dtype
@@ -68,9 +67,17 @@ def encode(
                         device=dev, opts=opts, dist=d)
     teardown()
     s = summary.as_dict()
-    err.print(f"[bold]sama encode[/bold]: {s['files']} files ({s['frames']} frames), {s['texts']} prompts, "
-              f"{s['skipped']} cached, {len(s['failed'])} failed in {s['seconds']:.1f}s"
-              + (f" -> {s['manifest']}" if s["manifest"] else ""))
+    report_batch(f"[bold]sama encode[/bold]: {s['files']} files ({s['frames']} frames), {s['texts']} prompts, "
+                 f"{s['skipped']} cached, {len(s['failed'])} failed in {s['seconds']:.1f}s", s, rows,
+                 stdout=stdout, as_json=as_json)
+
+
+def report_batch(headline: str, s: dict, rows: list[dict], *, stdout: bool, as_json: bool) -> None:
+    """How a batch command (encode, anchor) ends: the headline (-> its manifest) and each failure on
+    stderr; the output rows (--stdout) or the summary `s` (--json) on stdout; exit 1 if any item failed."""
+    from sama_cli.manifest import dumps_rows
+
+    err.print(headline + (f" -> {s['manifest']}" if s["manifest"] else ""))
     for f in s["failed"]:
         err.print(f"[red]failed[/red] {f['id']}: {f['error']}")
     if stdout:
