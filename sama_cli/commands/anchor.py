@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from sama_cli.commands.encode import report_batch
+from sama_cli.commands import report_batch
 from sama_cli.console import warn
 from sama_cli.errors import ConfigError
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import typer
 
-from sama_cli.console import err
-from sama_cli.errors import EXIT_FAILED, ConfigError
+from sama_cli.commands import report_batch
+from sama_cli.errors import ConfigError
 
 
 def encode(
@@ -70,22 +68,6 @@ def encode(
     report_batch(f"[bold]sama encode[/bold]: {s['files']} files ({s['frames']} frames), {s['texts']} prompts, "
                  f"{s['skipped']} cached, {len(s['failed'])} failed in {s['seconds']:.1f}s", s, rows,
                  stdout=stdout, as_json=as_json)
-
-
-def report_batch(headline: str, s: dict, rows: list[dict], *, stdout: bool, as_json: bool) -> None:
-    """How a batch command (encode, anchor) ends: the headline (-> its manifest) and each failure on
-    stderr; the output rows (--stdout) or the summary `s` (--json) on stdout; exit 1 if any item failed."""
-    from sama_cli.manifest import dumps_rows
-
-    err.print(headline + (f" -> {s['manifest']}" if s["manifest"] else ""))
-    for f in s["failed"]:
-        err.print(f"[red]failed[/red] {f['id']}: {f['error']}")
-    if stdout:
-        sys.stdout.write(dumps_rows(rows, None))
-    if as_json:
-        sys.stdout.write(json.dumps(s) + "\n")
-    if s["failed"]:
-        raise typer.Exit(EXIT_FAILED)
 
 
 def register(app: typer.Typer) -> None:
