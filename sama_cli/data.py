@@ -96,6 +96,11 @@ class ArtifactDataset:
                 self.weights.append(weights[m_index] if weights else 1.0)
         if not self.samples:
             raise InputError(f"no training rows in {', '.join(map(str, manifests))}")
+        # a model trained at one pixel size (the toy world: 32x32) records it, so `sama edit` works at that
+        # size instead of the release's ~480x832 bucket; data of several buckets records none
+        sizes = self.provenance.pop("_sizes", set())
+        if len(sizes) == 1:
+            self.provenance["working_size"] = list(next(iter(sizes)))
         self.buckets: dict[tuple, list[int]] = defaultdict(list)
         for i, s in enumerate(self.samples):
             self.buckets[s.bucket].append(i)
@@ -118,6 +123,8 @@ class ArtifactDataset:
             for key in PROVENANCE_KEYS.get(kind, ()):
                 if key in art.meta:
                     provenance.setdefault(PROVENANCE_KEYS[kind][key], art.meta[key])
+            if name == "target" and art.meta.get("size"):
+                provenance.setdefault("_sizes", set()).add(tuple(art.meta["size"]))
             return art[tensor].float()
 
         sample = Sample(

@@ -13,6 +13,7 @@ import torch
 
 from sama_cli.config import load_recipe
 from sama_cli.data import ArtifactDataset, BucketSampler
+from sama_cli.loading import load_editor
 from sama_cli.model.config import from_preset
 from sama_cli.model.transformer import build_model
 from sama_cli.train import train
@@ -54,8 +55,11 @@ def test_toy_stage0_then_stage1_run_and_the_loss_falls(toy_data: Path, tmp_path:
     r1 = train(s1)
     losses = _losses(tmp_path / "s1")
     assert sum(losses[-6:]) / 6 < sum(losses[:6]) / 6, losses
-    config = json.loads((Path(r1.export["ema"]) / "config.json").read_text())["config"]
-    assert config["preset"] == "toy" and config["source_mode"] == "channel"
+    doc = json.loads((Path(r1.export["ema"]) / "config.json").read_text())
+    assert doc["config"]["preset"] == "toy" and doc["config"]["source_mode"] == "channel"
+    # one pixel size in the data: the export records it, and `sama edit` works at it (not at the bucket)
+    assert doc["meta"]["working_size"] == [32, 32]
+    assert load_editor(r1.export["ema"], device="cpu").working_size == (32, 32)
 
 
 def test_kinds_select_rows_and_image_ratio_sets_the_image_step_share(toy_data: Path) -> None:
@@ -157,7 +161,7 @@ def test_tensorboard_gets_the_logged_scalars_when_installed(tmp_path: Path, monk
         def close(self) -> None:
             calls.append(("closed", 0.0, 0))
 
-    monkeypatch.setattr(train_module, "tensorboard_writer", lambda folder: Writer())
+    monkeypatch.setattr(train_module, "tensorboard_writer", lambda folder, purge_step=None: Writer())
     manifest = write_artifact_manifest(tmp_path / "data")
     train(load_recipe(None, tiny_recipe_overrides(manifest, tmp_path / "run", 4, **{"train.log_every": 2})))
     assert [(t, s) for t, _, s in calls if t == "train/loss"] == [("train/loss", 1), ("train/loss", 2),
