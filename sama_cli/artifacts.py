@@ -148,6 +148,18 @@ def load_artifact(path: str | Path, kind: str | None = None, device: str | torch
     return Artifact(path=path, kind=found_kind, tensors=tensors, meta=meta)
 
 
+def read_shapes(path: str | Path, kind: str | None = None) -> tuple[dict[str, Any], dict[str, tuple[int, ...]]]:
+    """(meta, {tensor name: shape}) of an artifact from its header alone: no tensor is read."""
+    path = Path(path)
+    _, meta = read_header(path, kind)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise InputError(f"artifact is truncated or corrupt ({e})", path=path) from None
+    return meta, shapes
+
+
 def is_valid_cache(path: str | Path, kind: str, expect: dict[str, Any]) -> bool:
     """True when `path` is a readable artifact of `kind` whose meta agrees with `expect` on every key
     (used to skip work whose output already exists for the same input content and parameters)."""

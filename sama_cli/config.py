@@ -40,6 +40,7 @@ class DataSection:
     task_ratio: list[float] = field(default_factory=lambda: [1.0, 2.0, 3.0, 4.0])  # none:inpaint:speed:shuffle
     drop_text: float = 0.0  # probability of an empty prompt (for classifier-free guidance)
     pretext_on_the_fly: bool = False  # perturb plain t2v batches in latent space (cube-inpaint, tube-shuffle)
+    lazy: bool = False  # keep only paths and shapes in memory; read a sample's files when a batch draws it
     workers: int = 0
 
 

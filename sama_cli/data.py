@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sama_cli.artifacts import load_artifact
+from sama_cli.artifacts import load_artifact, read_shapes
 from sama_cli.errors import InputError
 from sama_cli.manifest import read_manifest
 from sama_cli.pretext import LATENT_TASKS, TASKS, black_fill, perturb_latents
@@ -76,13 +77,34 @@ class Batch:
         return self.target.shape[0]
 
 
+class LazySamples(Sequence):
+    """The dataset's samples read on access: only each row's artifact paths stay in memory; a batch
+    reads its rows' files when the sampler draws them (data sets larger than RAM)."""
+
+    def __init__(self, rows: list[tuple[dict[str, Any], str]], need_anchors: bool):
+        self.rows, self.need_anchors = rows, need_anchors
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        row, where = self.rows[i]
+        return ArtifactDataset._load_row(row, where, self.need_anchors, {})
+
+
 class ArtifactDataset:
-    """All rows of the given manifests, loaded once into memory (toy and cached-latent scale; for
-    very large sets a lazy variant can keep only paths)."""
+    """All rows of the given manifests. Eager (default): every artifact read once into memory (toy and
+    cached-latent scale). `lazy`: only paths and the tensor shapes from the safetensors headers are
+    kept, and a sample is read when a batch draws it; the buckets, the sampler and so the batches are
+    the same either way."""
 
     def __init__(self, manifests: list[str | Path], *, need_anchors: bool, weights: list[float] | None = None,
-                 splits: list[str] | None = None, kinds: list[str] | None = None):
-        self.samples: list[Sample] = []
+                 splits: list[str] | None = None, kinds: list[str] | None = None, lazy: bool = False):
+        self.samples: Sequence[Sample] = []
+        keys: list[tuple] = []
+        lazy_rows: list[tuple[dict[str, Any], str]] = []
         self.weights: list[float] = []
         self.provenance: dict[str, Any] = {}  # codec / text encoder the artifacts were made with
         for m_index, path in enumerate(manifests):
@@ -92,8 +114,17 @@ class ArtifactDataset:
                     continue  # e.g. held-out rows stay out of training
                 if kinds and row["kind"] not in kinds:
                     continue  # e.g. stage 0 leaves the video edits out
-                self.samples.append(self._load_row(row, f"{path}:{line}", need_anchors, self.provenance))
+                where = f"{path}:{line}"
+                if lazy:
+                    keys.append(self._row_bucket(row, where, need_anchors, self.provenance))
+                    lazy_rows.append((row, where))
+                else:
+                    sample = self._load_row(row, where, need_anchors, self.provenance)
+                    self.samples.append(sample)  # type: ignore[attr-defined]
+                    keys.append(sample.bucket)
                 self.weights.append(weights[m_index] if weights else 1.0)
+        if lazy:
+            self.samples = LazySamples(lazy_rows, need_anchors)
         if not self.samples:
             raise InputError(f"no training rows in {', '.join(map(str, manifests))}")
         # a model trained at one pixel size (the toy world: 32x32) records it, so `sama edit` works at that
@@ -102,9 +133,29 @@ class ArtifactDataset:
         if len(sizes) == 1:
             self.provenance["working_size"] = list(next(iter(sizes)))
         self.buckets: dict[tuple, list[int]] = defaultdict(list)
-        for i, s in enumerate(self.samples):
-            self.buckets[s.bucket].append(i)
+        for i, key in enumerate(keys):
+            self.buckets[key].append(i)
         self.bucket_keys = sorted(self.buckets, key=repr)  # a fixed order, independent of dict history
+
+    @staticmethod
+    def _row_bucket(row: dict[str, Any], where: str, need_anchors: bool, provenance: dict[str, Any]) -> tuple:
+        """A row's `Sample.bucket` and provenance from its artifacts' headers alone (lazy mode)."""
+        arts = row.get("artifacts") or {}
+        shapes: dict[str, tuple | None] = {}
+        for name, kind, tensor, required in (("target", "latents", "latents", True), ("text", "text-embeds", "embeds", True),
+                                             ("source", "latents", "latents", False),
+                                             ("anchors", "anchors", "tokens", need_anchors)):
+            path = arts.get(ARTIFACT_KEYS[name])
+            if path is None:
+                if required:
+                    raise InputError(f"{where}: row {row['id']!r} has no artifacts.{ARTIFACT_KEYS[name]} "
+                                     f"(run `sama encode`{' and `sama anchor`' if name == 'anchors' else ''} first)")
+                shapes[name] = None
+                continue
+            meta, found = read_shapes(path, kind)
+            _note_provenance(name, kind, meta, provenance)
+            shapes[name] = found.get(tensor)
+        return shapes["target"], shapes["source"], shapes["anchors"]
 
     @staticmethod
     def _load_row(row: dict[str, Any], where: str, need_anchors: bool, provenance: dict[str, Any]) -> Sample:
@@ -120,11 +171,7 @@ class ArtifactDataset:
                                      f"(run `sama encode`{' and `sama anchor`' if name == 'anchors' else ''} first)")
                 return None
             art = loaded[name] = load_artifact(path, kind)
-            for key in PROVENANCE_KEYS.get(kind, ()):
-                if key in art.meta:
-                    provenance.setdefault(PROVENANCE_KEYS[kind][key], art.meta[key])
-            if name == "target" and art.meta.get("size"):
-                provenance.setdefault("_sizes", set()).add(tuple(art.meta["size"]))
+            _note_provenance(name, kind, art.meta, provenance)
             return art[tensor].float()
 
         sample = Sample(
@@ -142,6 +189,15 @@ class ArtifactDataset:
 
     def __len__(self) -> int:
         return len(self.samples)
+
+
+def _note_provenance(name: str, kind: str, meta: dict[str, Any], provenance: dict[str, Any]) -> None:
+    """What exported checkpoints record about the data: codec, encoders, and the targets' pixel sizes."""
+    for key in PROVENANCE_KEYS.get(kind, ()):
+        if key in meta:
+            provenance.setdefault(PROVENANCE_KEYS[kind][key], meta[key])
+    if name == "target" and meta.get("size"):
+        provenance.setdefault("_sizes", set()).add(tuple(meta["size"]))
 
 
 def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:

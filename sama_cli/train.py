@@ -148,7 +148,8 @@ def train(recipe: Recipe, *, on_log=None) -> TrainResult:
 
     # ---- data --------------------------------------------------------------------------------------
     dataset = ArtifactDataset(recipe.data.manifests, need_anchors=T.semantic, weights=recipe.data.weights or None,
-                              splits=recipe.data.splits or None, kinds=recipe.data.kinds or None)
+                              splits=recipe.data.splits or None, kinds=recipe.data.kinds or None,
+                              lazy=recipe.data.lazy)
     sampler = BucketSampler(dataset, video_batch=recipe.data.video_batch, image_batch=recipe.data.image_batch,
                             seed=T.seed, rank=d.rank, world=d.world, image_ratio=recipe.data.image_ratio)
     info(f"{recipe.name}: {model.num_parameters() / 1e6:.2f}M params, {len(dataset)} rows in "

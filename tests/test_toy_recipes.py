@@ -170,3 +170,21 @@ def test_tensorboard_gets_the_logged_scalars_when_installed(tmp_path: Path, monk
     calls.clear()
     train(load_recipe(None, tiny_recipe_overrides(manifest, tmp_path / "off", 2, **{"train.tensorboard": False})))
     assert calls == []
+
+
+def test_lazy_dataset_gives_the_same_buckets_samples_and_training(toy_data: Path, tmp_path: Path) -> None:
+    """data.lazy keeps only paths and header shapes; buckets, samples and so training are unchanged."""
+    eager = ArtifactDataset([toy_data], need_anchors=True)
+    lazy = ArtifactDataset([toy_data], need_anchors=True, lazy=True)
+    assert lazy.bucket_keys == eager.bucket_keys and dict(lazy.buckets) == dict(eager.buckets)
+    assert lazy.provenance == eager.provenance and len(lazy) == len(eager)
+    for i in (0, len(eager) // 2, len(eager) - 1):
+        a, b = eager.samples[i], lazy.samples[i]
+        assert (a.id, a.kind, a.task, a.bucket) == (b.id, b.kind, b.task, b.bucket)
+        assert torch.equal(a.target, b.target) and torch.equal(a.text, b.text) and torch.equal(a.anchors, b.anchors)
+    common = [f"data.manifests=[{toy_data}]", "train.log_every=1", "train.save_every=1000", "data.splits=[]",
+              "train.steps=4", "model.init=null"]
+    for name in ("false", "true"):
+        train(load_recipe(REPO / "recipes" / "toy_stage1.yaml",
+                          [*common, f"data.lazy={name}", f"train.out_dir={tmp_path / name}"]))
+    assert _losses(tmp_path / "false") == _losses(tmp_path / "true")
