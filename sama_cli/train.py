@@ -23,9 +23,18 @@ from sama_cli.artifacts import atomic_write_text
 from sama_cli.config import Recipe, check_files
 from sama_cli.console import info, warn
 from sama_cli.data import ArtifactDataset, BucketSampler, collate, pretext_on_the_fly, step_generator
-from sama_cli.distributed import Dist, all_reduce_mean, choose_parallel, setup, teardown, unwrap, wrap
+from sama_cli.distributed import (
+    Dist,
+    all_reduce_mean,
+    broadcast_object,
+    choose_parallel,
+    setup,
+    teardown,
+    unwrap,
+    wrap,
+)
 from sama_cli.flow import add_noise, sama_loss, sample_training_sigmas, timestep_of, velocity_target
-from sama_cli.model.config import from_preset
+from sama_cli.model.config import ModelConfig, from_preset
 from sama_cli.model.transformer import SamaTransformer, build_model
 from sama_cli.model.weights import load_model, save_checkpoint, save_release
 from sama_cli.runtime import resolve_device
@@ -117,6 +126,41 @@ def build_for_training(recipe: Recipe) -> SamaTransformer:
     return build_model(from_preset(m.preset, **m.overrides), seed=recipe.train.seed)
 
 
+def build_and_choose(recipe: Recipe, d) -> tuple[SamaTransformer, str]:
+    """The model and the parallel mode. Under FSDP only rank 0 reads the weights into CPU memory; the
+    other ranks build the same model on the meta device (no memory) and receive their shards from rank 0
+    after sharding (`fill_sharded_from_rank0`): host RAM holds one copy of the model, not one per rank."""
+    if not d.enabled:
+        model = build_for_training(recipe)
+        return model, choose_parallel(recipe.train.parallel, d, model.num_parameters())
+    model = build_for_training(recipe) if d.is_main else None
+    config_dict, n_params = broadcast_object((model.config.to_dict(), model.num_parameters()) if d.is_main else None)
+    mode = choose_parallel(recipe.train.parallel, d, n_params)
+    if model is None:
+        if mode == "fsdp":
+            with torch.device("meta"):
+                model = SamaTransformer(ModelConfig.from_dict(config_dict))
+        else:
+            model = build_for_training(recipe)  # DDP keeps a full replica on every rank
+    return model, mode
+
+
+def fill_sharded_from_rank0(net: torch.nn.Module, full_sd: dict[str, torch.Tensor], d) -> None:
+    """After fully_shard: give every rank its shards of rank 0's weights. Ranks built on meta first get
+    real (uninitialised) storage and their RoPE tables, which are computed, not stored."""
+    from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    if any(p.is_meta for p in net.parameters()) or any(b.is_meta for b in net.buffers()):
+        net.to_empty(device=d.device)
+        cfg = net.config
+        fresh = WanRotaryPosEmbed(cfg.head_dim, cfg.patch_size, cfg.rope_max_seq_len)
+        with torch.no_grad():
+            for (_, buf), (_, value) in zip(net.backbone.rope.named_buffers(), fresh.named_buffers(), strict=True):
+                buf.copy_(value)
+    set_model_state_dict(net, full_sd, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+
+
 def train(recipe: Recipe, *, on_log=None) -> TrainResult:
     t_start = time.perf_counter()
     check_files(recipe)
@@ -130,15 +174,18 @@ def train(recipe: Recipe, *, on_log=None) -> TrainResult:
         out.mkdir(parents=True, exist_ok=True)
 
     # ---- model, parallelism, optimizer, EMA ------------------------------------------------------
-    model = build_for_training(recipe)
+    model, mode = build_and_choose(recipe, d)
     config = model.config
     model.enable_gradient_checkpointing(recipe.model.gradient_checkpointing)
-    mode = choose_parallel(T.parallel, d, model.num_parameters())
     if mode != "fsdp":
         model.to(device)
     # FSDP2: fully_shard moves each block to the device as it shards it, so a GPU holds one full block at
     # most (14B in fp32 is 57 GB: moving it whole first would not fit beside anything else on one GPU)
+    full_sd = model.state_dict() if mode == "fsdp" and d.is_main else {}  # rank 0's weights, kept for the broadcast
     net = wrap(model, mode, d, mixed_bf16=bf16)
+    if mode == "fsdp":
+        fill_sharded_from_rank0(net, full_sd, d)
+        del full_sd
     params = [p for p in net.parameters() if p.requires_grad]
     o = recipe.optim
     optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,

@@ -150,11 +150,11 @@ def test_recipe_validation_names_the_key(tmp_path: Path) -> None:
     assert r.optim.betas == (0.8, 0.9) and r.train.steps == 7 and r.model.overrides == {"semantic_rope": "identity"}
 
 
-def torchrun_train(tmp_path: Path, manifest: Path, out: Path, steps: int) -> tuple[dict, str]:
+def torchrun_train(tmp_path: Path, manifest: Path, out: Path, steps: int, **extra) -> tuple[dict, str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     recipe = tmp_path / "r.yaml"
     recipe.write_text("name: fsdp-test\n")
-    args = tiny_recipe_overrides(manifest, out, steps, **{"train.parallel": "fsdp"})
+    args = tiny_recipe_overrides(manifest, out, steps, **{"train.parallel": "fsdp", **extra})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "sama_cli", "train", str(recipe), *args, "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
@@ -172,6 +172,24 @@ def test_torchrun_fsdp2_two_processes_checkpoint_and_resume(tmp_path: Path) -> N
     straight, _ = torchrun_train(tmp_path, manifest, tmp_path / "straight", 6)
     a, b = weights(Path(straight["export"]["ema"])), weights(Path(summary["export"]["ema"]))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fsdp_ranks_get_their_shards_of_rank0s_weights(tmp_path: Path) -> None:
+    """Under FSDP only rank 0 reads the weights; rank 1 builds on meta and receives its shards. With lr 0
+    the exported model must be the init checkpoint bit for bit (garbage on rank 1 would show)."""
+    from sama_cli.model.config import from_preset
+    from sama_cli.model.transformer import build_model
+    from sama_cli.model.weights import save_checkpoint
+
+    manifest = write_artifact_manifest(tmp_path / "data")
+    init = build_model(from_preset("tiny"), seed=11)
+    with torch.no_grad():
+        init.type_embedding.weight.normal_(0, 0.5)  # not the zero init a fresh model would have
+    save_checkpoint(init, tmp_path / "init")
+    summary, _ = torchrun_train(tmp_path, manifest, tmp_path / "run", 1, **{
+        "model.init": str(tmp_path / "init"), "optim.lr": 0.0, "optim.weight_decay": 0.0})
+    a, b = init.state_dict(), weights(Path(summary["export"]["model"]))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_shipped_recipes_load_and_carry_the_paper_numbers() -> None:
