@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import zlib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -242,11 +243,19 @@ def edit_mask(src: Scene, tgt: Scene, edit: Edit) -> torch.Tensor:
     return mask
 
 
+CAPTIONS = ["{things} moving over {bg} background", "{things} drifting across {bg} background",
+            "a video of {things} on {bg} background", "{bg} background with {things} bouncing around"]
+
+
 def caption(scene: Scene) -> str:
-    things = [f"a {_describe(o)}" for o in scene.objects]
+    """A t2v caption. The wording is picked by a hash of the scene's content, not by the generator's
+    random stream, so that every scene (and so every clip and edit) stays what the seed makes it."""
+    things = [f"{'an' if _describe(o)[0] in 'aeiou' else 'a'} {_describe(o)}" for o in scene.objects]
     listed = things[0] if len(things) == 1 else ", ".join(things[:-1]) + " and " + things[-1]
     bg = f"a {scene.background} to {scene.gradient} gradient" if scene.gradient else f"a {scene.background}"
-    return f"{listed} moving over {bg} background"
+    where = ",".join(f"{o.x}:{o.y}" for o in scene.objects)
+    template = CAPTIONS[zlib.crc32(f"{listed}|{bg}|{where}".encode()) % len(CAPTIONS)]
+    return template.format(things=listed, bg=bg)
 
 
 def random_scene(rng: random.Random, height: int, width: int, frames: int, n_objects: int | None = None) -> Scene:

@@ -128,3 +128,19 @@ def test_synth_cli_writes_lossless_videos_and_a_valid_manifest(tmp_path: Path) -
     bad = subprocess.run([sys.executable, "-m", "sama_cli", "synth", str(tmp_path / "x"), "--frames", "8"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "4k+1" in bad.stderr and not (tmp_path / "x" / "manifest.jsonl").exists()
+
+
+def test_captions_vary_in_wording_and_name_every_object() -> None:
+    from sama_cli.toyworld import CAPTIONS, caption, generate
+
+    clips = generate(0, 0, 40, seed=0, size=32, frames=5)
+    texts = [caption(s.target) for s in clips]
+    import re
+
+    patterns = [re.compile("^" + re.escape(t).replace(r"\{things\}", ".+").replace(r"\{bg\}", ".+") + "$")
+                for t in CAPTIONS]
+    used = {next(i for i, p in enumerate(patterns) if p.match(text)) for text in texts}
+    assert len(used) >= 3  # several wordings, chosen by scene content
+    assert texts == [caption(s.target) for s in generate(0, 0, 40, seed=0, size=32, frames=5)]
+    for s, text in zip(clips, texts, strict=True):
+        assert all(f"{o.colour} {o.shape}" in text for o in s.target.objects) and " a orange" not in text
