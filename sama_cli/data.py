@@ -140,16 +140,12 @@ class ArtifactDataset:
     @staticmethod
     def _row_bucket(row: dict[str, Any], where: str, need_anchors: bool, provenance: dict[str, Any]) -> tuple:
         """A row's `Sample.bucket` and provenance from its artifacts' headers alone (lazy mode)."""
-        arts = row.get("artifacts") or {}
         shapes: dict[str, tuple | None] = {}
         for name, kind, tensor, required in (("target", "latents", "latents", True), ("text", "text-embeds", "embeds", True),
                                              ("source", "latents", "latents", False),
                                              ("anchors", "anchors", "tokens", need_anchors)):
-            path = arts.get(ARTIFACT_KEYS[name])
+            path = _artifact_path(row, where, name, required)
             if path is None:
-                if required:
-                    raise InputError(f"{where}: row {row['id']!r} has no artifacts.{ARTIFACT_KEYS[name]} "
-                                     f"(run `sama encode`{' and `sama anchor`' if name == 'anchors' else ''} first)")
                 shapes[name] = None
                 continue
             meta, found = read_shapes(path, kind)
@@ -159,16 +155,12 @@ class ArtifactDataset:
 
     @staticmethod
     def _load_row(row: dict[str, Any], where: str, need_anchors: bool, provenance: dict[str, Any]) -> Sample:
-        arts = row.get("artifacts") or {}
 
         loaded: dict[str, Any] = {}
 
         def get(name: str, kind: str, tensor: str, required: bool) -> torch.Tensor | None:
-            path = arts.get(ARTIFACT_KEYS[name])
+            path = _artifact_path(row, where, name, required)
             if path is None:
-                if required:
-                    raise InputError(f"{where}: row {row['id']!r} has no artifacts.{ARTIFACT_KEYS[name]} "
-                                     f"(run `sama encode`{' and `sama anchor`' if name == 'anchors' else ''} first)")
                 return None
             art = loaded[name] = load_artifact(path, kind)
             _note_provenance(name, kind, art.meta, provenance)
@@ -189,6 +181,16 @@ class ArtifactDataset:
 
     def __len__(self) -> int:
         return len(self.samples)
+
+
+def _artifact_path(row: dict[str, Any], where: str, name: str, required: bool) -> str | None:
+    """The row's artifact file for `name` (target, text, source, anchors); a missing required one is an
+    error naming the manifest line and the command that makes it."""
+    path = (row.get("artifacts") or {}).get(ARTIFACT_KEYS[name])
+    if path is None and required:
+        raise InputError(f"{where}: row {row['id']!r} has no artifacts.{ARTIFACT_KEYS[name]} "
+                         f"(run `sama encode`{' and `sama anchor`' if name == 'anchors' else ''} first)")
+    return path
 
 
 def _note_provenance(name: str, kind: str, meta: dict[str, Any], provenance: dict[str, Any]) -> None:
