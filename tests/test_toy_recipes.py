@@ -188,3 +188,14 @@ def test_lazy_dataset_gives_the_same_buckets_samples_and_training(toy_data: Path
         train(load_recipe(REPO / "recipes" / "toy_stage1.yaml",
                           [*common, f"data.lazy={name}", f"train.out_dir={tmp_path / name}"]))
     assert _losses(tmp_path / "false") == _losses(tmp_path / "true")
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_a_row_without_latents_is_one_error_naming_the_line(tmp_path: Path, lazy: bool) -> None:
+    from sama_cli.errors import InputError
+
+    (tmp_path / "x.mp4").touch()
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"id": "a", "kind": "t2v", "target": "x.mp4", "caption": "c"}\n')
+    with pytest.raises(InputError, match=r"m\.jsonl:1: row 'a' has no artifacts\.target_latents \(run `sama encode`"):
+        ArtifactDataset([manifest], need_anchors=True, lazy=lazy)
