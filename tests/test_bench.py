@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -21,6 +23,7 @@ from sama_cli.bench.adapters import (
     RecoBench,
     ToyBench,
     VieBench,
+    fixtures_dir,
     geometric_mean,
     get_adapter,
 )
@@ -474,3 +477,34 @@ def test_filter_keeps_rows_that_pass_the_papers_thresholds(tmp_path: Path) -> No
     assert kept[0]["filter"]["scores"]["motion_consistency"] == 9.0
     scored = (tmp_path / "kept.scored.jsonl").read_text()
     assert '"v_motion8"' in scored and '"passed": false' in scored
+
+
+def test_fixtures_bench_runs_from_any_folder_with_the_shipped_clips(tmp_path: Path) -> None:
+    """`sama bench run fixtures --baseline source` needs nothing beside the package: no environment
+    variable, any working directory, no judge (weight-free metrics only; a source scored against itself
+    agrees with itself in frames, fps and size)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SAMA_SHARED_DIR", "SAMA_REFERENCE_DIR")}
+    res = subprocess.run([sys.executable, "-m", "sama_cli", "bench", "run", "fixtures", "--baseline", "source",
+                          "-o", "rep", "--json"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["samples"] == 7 and summary["failed"] == 0 and summary["judge"].startswith("none")
+    assert summary["metrics"]["same_frames"] == summary["metrics"]["same_fps"] == 1.0
+    rows = [json.loads(line) for line in (tmp_path / "rep" / "scores.jsonl").read_text().splitlines()]
+    assert {r["id"] for r in rows} == {"add-03", "add-04", "replace-03", "remove-04", "remove-05", "style-02",
+                                       "style-03"}
+    assert all("site-packages" in r["edit"] or "sama_cli/assets/fixtures/real" in r["edit"] for r in rows)
+    assert "No judge was given" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_sama_shared_dir_points_the_fixtures_bench_elsewhere(tmp_path: Path) -> None:
+    real = tmp_path / "more" / "fixtures" / "real"
+    real.mkdir(parents=True)
+    shipped = get_adapter("fixtures").samples(fixtures_dir())[0]
+    shutil.copy(shipped.source, real / "only-source.mp4")
+    (real / "manifest.jsonl").write_text(json.dumps({"id": "only", "category": "add", "instruction": "x",
+                                                     "source": "only-source.mp4"}) + "\n")
+    env = {**os.environ, "SAMA_SHARED_DIR": str(tmp_path / "more")}
+    res = sama("bench", "run", "fixtures", "--baseline", "source", "-o", tmp_path / "rep", "--json", env=env)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["samples"] == 1

@@ -10,7 +10,8 @@ aggregate into the numbers its paper table reports. See docs/bench.md for folder
   naturalness (AN, SN, MN), quality (VF, TS, ES); per sample the geometric mean of each group, and
   S = the mean of the three group scores; a category's S is the mean over its samples.
 - toy: the toy world's exact oracle (no judge).
-- fixtures: the seven real clips of shared/fixtures/real, judged with VIE-Bench's criteria.
+- fixtures: the seven real clips from the SAMA project page with the SAMA-14B outputs, shipped in
+  sama_cli/assets/fixtures/real (FIXTURES_DIR), judged with VIE-Bench's criteria.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,7 @@ from typing import Any
 
 from sama_cli.errors import InputError
 
+FIXTURES_DIR = Path(__file__).resolve().parent.parent / "assets" / "fixtures" / "real"
 PROMPT_VERSION = "v1"  # the default; an adapter whose prompts or frames change bumps its own
 
 
@@ -55,8 +58,8 @@ class Adapter:
     max_side = 512
     prompt_version = PROMPT_VERSION  # part of the judge cache key: bump it when prompts or frames change
     needs_judge = True
-    paper_rows: list[dict[str, Any]] = []  # published rows for the report (SPEC §7)
-    paper_source = "SAMA paper (arXiv 2603.19228), tables quoted in SPEC §7"
+    paper_rows: list[dict[str, Any]] = []  # published rows for the report (docs/sama.md §7)
+    paper_source = "SAMA paper (arXiv 2603.19228), results tables"
 
     def samples(self, data: Path) -> list[BenchSample]:
         raise NotImplementedError
@@ -378,6 +381,13 @@ class RecoBench(Adapter):
                                    _field(row, ("instruction", "prompt"), path, i),
                                    data / _field(row, ("source", "video", "src"), path, i)))
         return out
+
+
+def fixtures_dir() -> Path:
+    """The real clips the `fixtures` benchmark reads by default: `$SAMA_SHARED_DIR/fixtures/real` when that
+    variable is set (a folder with more clips), else the copy shipped inside the package."""
+    env = os.environ.get("SAMA_SHARED_DIR")
+    return Path(env) / "fixtures" / "real" if env else FIXTURES_DIR
 
 
 class FixturesBench(VieBench):

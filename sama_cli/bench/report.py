@@ -12,6 +12,7 @@ from typing import Any
 
 from sama_cli.artifacts import atomic_write_text
 from sama_cli.bench.adapters import TOY_METRICS, Adapter
+from sama_cli.bench.runner import NO_JUDGE
 from sama_cli.errors import InputError
 
 
@@ -46,6 +47,9 @@ def markdown(adapter: Adapter, summary: dict[str, Any], label: str) -> str:
         scale = f"{adapter.scale[0]:g}-{adapter.scale[1]:g}"
         lines += ["", f"Scale {scale}. Published rows: {adapter.paper_source}; the paper's judges differ from "
                   f"this run's unless the same judge model was used."]
+    if summary["judge"] == NO_JUDGE:
+        lines += ["", "No judge was given (--judge): the benchmark's scores are not computed, only the "
+                  "weight-free metrics below."]
     if summary.get("metrics"):
         lines += ["", "Weight-free metrics (mean): " + ", ".join(f"{k} {_fmt(v)}" for k, v in summary["metrics"].items())]
     return "\n".join(lines) + "\n"

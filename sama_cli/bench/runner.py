@@ -17,6 +17,8 @@ from sama_cli.bench.judges import JudgeCache
 from sama_cli.console import progress
 from sama_cli.errors import InputError, SamaError
 
+NO_JUDGE = "none (weight-free metrics only)"
+
 
 def attach_edits(samples: list[BenchSample], edits: Path | None, baseline: str | None) -> None:
     """Set each sample's edited video: `DIR/<id>.mp4`, a manifest's `output` column, the source or true
@@ -91,7 +93,7 @@ def score_one(adapter: Adapter, s: BenchSample, judge, cache: JudgeCache | None)
 def _score(adapter: Adapter, s: BenchSample, judge, cache: JudgeCache | None, row: dict[str, Any]) -> dict[str, Any]:
     from sama_cli.video_io import read_video
 
-    if adapter.needs_judge:  # a cached judgement costs one hash, no decoding
+    if adapter.needs_judge and judge is not None:  # a cached judgement costs one hash, no decoding
         keys = [c.key for c in adapter.criteria_for(s.category)]
         key = JudgeCache.key(adapter.name, s.id, content_hash(s.edit), judge.name, adapter.prompt_version)
         cached = cache.get(key) if cache else None
@@ -100,6 +102,8 @@ def _score(adapter: Adapter, s: BenchSample, judge, cache: JudgeCache | None, ro
     edit = read_video(s.edit)  # each video is decoded once per sample
     source = read_video(s.source) if s.source.is_file() else None
     row["metrics"] = weight_free(edit, source.info if source is not None else None)
+    if judge is None and adapter.needs_judge:  # no judge given: the weight-free metrics are the result
+        return {**row, "status": "ok", "judge": NO_JUDGE}
     if not adapter.needs_judge:
         from sama_cli.toyworld import load_scene_record, oracle_scores
 
@@ -127,8 +131,7 @@ def run(adapter: Adapter, data: Path, edits: Path | None, judge, out: Path, *, l
     from sama_cli.bench.report import write_report
 
     t0 = time.perf_counter()
-    if adapter.needs_judge and judge is None:
-        raise InputError(f"benchmark {adapter.name!r} needs a judge: --judge openai:MODEL or local:PATH")
+    metrics_only = adapter.needs_judge and judge is None
     samples = adapter.samples(data)
     if split is not None:
         samples = [s for s in samples if s.extra.get("split", "train") in split.split(",")]
@@ -136,13 +139,15 @@ def run(adapter: Adapter, data: Path, edits: Path | None, judge, out: Path, *, l
     if not samples:
         raise InputError(f"the benchmark has no samples{f' in split {split!r}' if split else ''}", path=data)
     attach_edits(samples, edits, baseline)
-    cache = JudgeCache(out / "cache") if use_cache and adapter.needs_judge else None
+    cache = JudgeCache(out / "cache") if use_cache and judge is not None and adapter.needs_judge else None
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         rows = list(progress(pool.map(lambda s: score_one(adapter, s, judge, cache), samples),
                              f"bench {adapter.name}", total=len(samples)))
     ok = [r for r in rows if r["status"] == "ok"]
-    summary = adapter.summarize(ok)
-    summary.update(benchmark=adapter.name, judge=getattr(judge, "name", "oracle"), prompt_version=adapter.prompt_version,
+    summary = ({"categories": {}, "overall": float("nan"), "samples": len(ok)} if metrics_only
+               else adapter.summarize(ok))
+    judge_name = NO_JUDGE if metrics_only else getattr(judge, "name", "oracle")
+    summary.update(benchmark=adapter.name, judge=judge_name, prompt_version=adapter.prompt_version,
                    failed=len(rows) - len(ok), cached=sum(1 for r in rows if r.get("cached")),
                    seconds=round(time.perf_counter() - t0, 3), metrics=_mean_metrics(ok))
     write_report(adapter, rows, summary, out)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -16,14 +15,15 @@ bench_app = typer.Typer(help="Evaluate edits (VIE-Bench, OpenVE-Bench, ReCo-Benc
                         no_args_is_help=True)
 
 JUDGE_HELP = ("openai:MODEL (OpenAI-compatible endpoint; key from $SAMA_JUDGE_API_KEY or $OPENAI_API_KEY) or "
-              "local:PATH (a transformers VLM folder).")
+              "local:PATH (a transformers VLM folder). Without one, judged benchmarks report weight-free "
+              "metrics only.")
 
 
 @bench_app.command("run", no_args_is_help=True)
 def run(
     bench: str = typer.Argument(..., help="vie | openve | reco | toy | fixtures."),
-    data: Path = typer.Option(None, "--data", help="The benchmark's folder (toy: the synth folder; fixtures: "
-                              "shared/fixtures/real by default)."),
+    data: Path = typer.Option(None, "--data", help="The benchmark's folder (toy: the synth folder; fixtures: the "
+                              "real clips shipped with sama, or $SAMA_SHARED_DIR/fixtures/real)."),
     edits: Path = typer.Option(None, "--edits", help="Edited videos: a folder of <id>.mp4, or a manifest with id "
                                "and output (fixtures: the SAMA-14B outputs by default)."),
     judge: str = typer.Option(None, "--judge", help=JUDGE_HELP),
@@ -40,7 +40,7 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ) -> None:
     """Score edits on a benchmark and write scores, summaries, a paper-style table and bar charts."""
-    from sama_cli.bench.adapters import get_adapter
+    from sama_cli.bench.adapters import fixtures_dir, get_adapter
     from sama_cli.bench.judges import make_judge
     from sama_cli.bench.runner import run as run_bench
 
@@ -48,9 +48,10 @@ def run(
     if data is None:
         if bench != "fixtures":
             raise typer.BadParameter("--data is required for this benchmark")
-        data = shared_dir() / "fixtures" / "real"
+        data = fixtures_dir()
+    # without --judge a judged benchmark still runs: weight-free metrics only, the report says so
     j = (make_judge(judge, base_url=base_url, timeout=timeout, retries=retries, backoff=backoff)
-         if adapter.needs_judge else None)
+         if adapter.needs_judge and judge else None)
     summary = run_bench(adapter, data, edits, j, out, limit=limit, workers=workers, baseline=baseline,
                         use_cache=not no_cache, split=split)
     err.print((out / "report.md").read_text())
@@ -129,12 +130,6 @@ def filter_(
         sys.stdout.write(json.dumps(summary) + "\n")
     if failed:
         raise typer.Exit(EXIT_FAILED)
-
-
-def shared_dir() -> Path:
-    """The project's shared folder: $SAMA_SHARED_DIR, else `shared/` beside the repository."""
-    env = os.environ.get("SAMA_SHARED_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared"
 
 
 def register(app: typer.Typer) -> None:
