@@ -40,7 +40,7 @@ format: $(STAMP)  ## ruff format + import sort
 bench: $(STAMP)  ## speed and memory benchmarks, written to $(OUT)/bench/bench.md
 	$(BIN)/python -m sama_cli.benchmarks -o $(OUT)/bench
 
-# ---- the demo: the whole pipeline on the toy world (SPEC §8), every step a target of its own ---------------
+# ---- the demo: the whole pipeline on the toy world (docs/sama.md §8), every step a target of its own ---------------
 # synth -> perturb --mix (stage-0 pretexts on the text-to-video clips) -> encode -> anchor -> train stage 0
 # -> train stage 1 -> edit the held-out clips -> bench toy. Outputs under $(DEMO)/.
 DEMO       ?= $(OUT)/demo
@@ -85,7 +85,7 @@ demo-bench: demo-edit  ## demo step: score the held-out edits with the exact toy
 demo: demo-bench  ## the whole pipeline on the toy world, ~8 min on 2 CPU cores; ends with a report
 	$(BIN)/python -m sama_cli.demo $(DEMO)
 
-# ---- the ablation (SPEC §8): baseline / +SA / +MA / +SA+MA over seeds at equal steps -> docs/ablation.md -----
+# ---- the ablation (docs/sama.md §8): baseline / +SA / +MA / +SA+MA over seeds at equal steps -> docs/ablation.md -----
 ABLATION_ARGS ?= --seeds 0 1 2 --stage0-steps 200 --stage1-steps 600
 $(DEMO)/anc_plain/manifest.jsonl: $(DEMO)/toy/manifest.jsonl
 	$(SAMA) encode $< -o $(DEMO)/lat_plain --vae pixel:s4 --text-encoder tiny

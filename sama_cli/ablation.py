@@ -1,4 +1,4 @@
-"""`make ablation`: the paper's two claims at toy scale, over seeds, at equal steps (SPEC §8).
+"""`make ablation`: the paper's two claims at toy scale, over seeds, at equal steps (docs/sama.md §8).
 
 Arms: baseline (no SA, no MA), +SA (semantic anchoring), +MA (motion-alignment pretexts in stage 0),
 +SA+MA. Every arm trains stage 0 (image edits + text-to-video clips: plain for arms without MA, the

@@ -1,4 +1,4 @@
-"""Semantic anchors (SPEC §3): pick N anchor frames of a *target* video, encode them with SigLIP and
+"""Semantic anchors (docs/sama.md §3): pick N anchor frames of a *target* video, encode them with SigLIP and
 pool each to 64 local + 1 global tokens. Release: the first frame (N = 1); paper: N frames sampled
 uniformly. The artifact records the frame indices, the pooling and the encoder. Under torchrun each
 rank anchors its share of the inputs, as `sama encode` does (`distributed.share`,

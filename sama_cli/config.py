@@ -63,9 +63,9 @@ class OptimSection:
 class TrainSection:
     steps: int = 1000
     seed: int = 0
-    semantic_weight: float = 0.1  # lambda (SPEC §3)
+    semantic_weight: float = 0.1  # lambda (docs/sama.md §3)
     semantic: bool = True  # Semantic Anchoring on
-    shift: float = 5.0  # training sigma shift (SPEC §4)
+    shift: float = 5.0  # training sigma shift (docs/sama.md §4)
     ema_decay: float = 0.9998
     ema_start: int = 0
     precision: str = "auto"  # auto | fp32 | bf16

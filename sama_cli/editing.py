@@ -1,4 +1,4 @@
-"""`sama edit`: read a video, encode it, denoise the edit with SAMA, decode, write (SPEC §4).
+"""`sama edit`: read a video, encode it, denoise the edit with SAMA, decode, write (docs/sama.md §4).
 
 The release's inference, step by step: resize the source to its ~480x832 bucket (the release's bucket
 list, sides multiple of 32, nearest aspect ratio; the same rule as `encode`), pad it
@@ -38,7 +38,7 @@ class EditSettings:
     prompt_prefix: str = RELEASE_PROMPT_PREFIX
     negative_prompt: str = RELEASE_NEGATIVE_PROMPT
     null_negative: bool = False  # negative = an all-zero context, the "dropped text" of `data.drop_text` training
-    max_frames: int = 81  # SPEC §4
+    max_frames: int = 81  # docs/sama.md §4
     size: tuple[int, int] | None = None  # explicit (height, width)
     bucket: bool = True  # the release's ~480x832 bucket; False: native size when it fits (as encode --native)
     area: int = 480 * 832
@@ -129,7 +129,7 @@ class Editor:
         seconds["text"] = time.perf_counter() - t0
 
         n = frames_thwc.shape[0]
-        padded = repeat_last_frame(frames_thwc, self.codec.valid_frames(n))  # 1+4k for Wan (SPEC §4)
+        padded = repeat_last_frame(frames_thwc, self.codec.valid_frames(n))  # 1+4k for Wan (docs/sama.md §4)
         n_pad = padded.shape[0] - n
         video = padded.permute(3, 0, 1, 2).unsqueeze(0).float().div(127.5).sub(1)  # (1, 3, T, H, W) in [-1, 1]
         t0 = time.perf_counter()

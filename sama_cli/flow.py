@@ -1,4 +1,5 @@
-"""Rectified flow (SPEC §4): noising, velocity targets, shifted schedules, the SAMA loss, Euler steps.
+"""Rectified flow (docs/sama.md §4): noising, velocity targets, shifted schedules, the SAMA loss, Euler
+steps.
 
 Convention: sigma 0 is data, sigma 1 is noise; `x_sigma = (1 - sigma) x0 + sigma eps`, the model
 predicts the velocity `eps - x0`, and the DiT's timestep is `1000 sigma`. Nothing here knows about
@@ -68,7 +69,7 @@ def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch
 
 def dual_cfg_combine(v_it: torch.Tensor, v_0t: torch.Tensor, v_i0: torch.Tensor, s_source: float,
                      s_text: float) -> torch.Tensor:
-    """Dual guidance over source (I) and text (T), SPEC §4:
+    """Dual guidance over source (I) and text (T), docs/sama.md §4:
     v = v(I,T) + s_I (v(I,T) - v(0,T)) + s_T (v(I,T) - v(I,0))."""
     return v_it + s_source * (v_it - v_0t) + s_text * (v_it - v_i0)
 
@@ -86,7 +87,7 @@ class LossParts:
 
 def sama_loss(video_pred: torch.Tensor, video_target: torch.Tensor, semantic_pred: torch.Tensor | None = None,
               semantic_target: torch.Tensor | None = None, semantic_weight: float = 0.1) -> LossParts:
-    """L = MSE(v, eps - x0) + lambda * L1(sem_pred, eps_s - s)   (SPEC §3, lambda = 0.1).
+    """L = MSE(v, eps - x0) + lambda * L1(sem_pred, eps_s - s)   (docs/sama.md §3, lambda = 0.1).
 
     Targets carry no gradient (they are data and noise), so nothing flows back through the semantic
     target into the projector: no collapse path."""

@@ -1,4 +1,4 @@
-"""Motion-alignment pretexts (SPEC §5): pure tensor functions, seeded by a `torch.Generator`.
+"""Motion-alignment pretexts (docs/sama.md §5): pure tensor functions, seeded by a `torch.Generator`.
 
 Every function takes a clip laid out `(T, H, W, ...)` (pixel frames `(T, H, W, 3)`; latents are
 permuted from `(C, T, H, W)` by `perturb_latents`) and returns the perturbed clip and a JSON-able
@@ -45,7 +45,7 @@ TASK_PREFIXES = {
     "speed": "[Restore the video to its normal playback speed.]",
     "tube-shuffle": "[Restore the shuffled video to its original order.]",
 }
-DEFAULT_TASK_RATIO = (1.0, 2.0, 3.0, 4.0)  # none : inpaint : speed : shuffle (SPEC §5)
+DEFAULT_TASK_RATIO = (1.0, 2.0, 3.0, 4.0)  # none : inpaint : speed : shuffle (docs/sama.md §5)
 LATENT_TASKS = ("cube-inpaint", "tube-shuffle")  # the tasks with a latent fast path (speed needs pixels)
 
 
@@ -217,7 +217,7 @@ def perturb_latents(latents_cthw: torch.Tensor, task: str, g: torch.Generator, *
 
 
 def choose_task(weights: tuple[float, ...] | list[float], g: torch.Generator) -> str:
-    """Draw none/inpaint/speed/shuffle with the given ratio (SPEC §5: 1:2:3:4)."""
+    """Draw none/inpaint/speed/shuffle with the given ratio (docs/sama.md §5: 1:2:3:4)."""
     w = torch.tensor(list(weights), dtype=torch.float64)
     if w.numel() != len(TASKS) or (w < 0).any() or float(w.sum()) <= 0:
         raise ValueError(f"task ratio needs {len(TASKS)} non-negative weights with a positive sum, not {list(weights)}")

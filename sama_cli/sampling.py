@@ -1,8 +1,9 @@
-"""The SAMA sampling loop (SPEC §4): flow-matching steps over the video latents and, jointly, the
+"""The SAMA sampling loop (docs/sama.md §4): flow-matching steps over the video latents and, jointly, the
 semantic tokens, with classifier-free or dual guidance. Plain code over the model and a scheduler.
 
 Schedulers:
-- `euler`: the release's FlowMatchScheduler (shifted linear sigmas from 1 to 0.003/1.002, then 0);
+- `euler`: the release's FlowMatchScheduler (shifted `linspace(1, 0, steps + 1)[:-1]`, then 0:
+  `flow.inference_sigmas`);
 - `unipc`: diffusers' UniPCMultistepScheduler in flow-prediction mode (what diffusers' WanPipeline uses).
 """
 
@@ -25,7 +26,7 @@ class SamplingConfig:
     steps: int = 50
     shift: float = 5.0
     guidance: float = 5.0  # classifier-free guidance over the prompt (release cfg_scale)
-    source_guidance: float | None = None  # dual guidance s_I (SPEC §4); set with text_guidance
+    source_guidance: float | None = None  # dual guidance s_I (docs/sama.md §4); set with text_guidance
     text_guidance: float | None = None  # dual guidance s_T
     scheduler: str = "euler"
     seed: int = 1

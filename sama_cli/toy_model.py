@@ -22,7 +22,7 @@ CARD = """# sama toy-world model (the embedded default)
 
 **What it is.** A {params:.1f}M-parameter SAMA transformer (preset `toy`: dim 256, 4 layers, pixel:s4 codec,
 tiny text encoder, channel source concatenation, Semantic Anchoring on) trained by `make demo` on the
-toy world of SPEC §8: 32x32 frames, 5 frames, 1–3 flat shapes (circle, square, triangle) in named
+toy world of docs/sama.md §8: 32x32 frames, 5 frames, 1–3 flat shapes (circle, square, triangle) in named
 colours moving and bouncing over flat or gradient backgrounds.
 
 **Trained on.** `sama synth` seed 0 ({data}); stage 0 `recipes/toy_stage0.yaml` ({s0} steps: image edits and

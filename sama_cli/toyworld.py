@@ -1,4 +1,4 @@
-"""The toy world (SPEC §8): small synthetic videos with exact ground truth.
+"""The toy world (docs/sama.md §8): small synthetic videos with exact ground truth.
 
 A scene is a background (flat, or a two-colour gradient) and 1-3 shapes (circle, square, triangle) in
 named colours moving at constant velocity and bouncing off the frame edges. Rendering has hard edges,

@@ -1,4 +1,5 @@
-"""`sama train`: two-stage SAMA training (SPEC §5-§6), the same code on two CPU cores and on a cluster.
+"""`sama train`: two-stage SAMA training (docs/sama.md §5-§6), the same code on two CPU cores and on a
+cluster.
 
 The loop reads top to bottom: batch -> noise -> forward -> loss -> backward -> clip -> (skip?) ->
 step -> EMA -> log -> checkpoint. Data order and noise are pure functions of (seed, step), so a run

@@ -7,7 +7,7 @@ rate. Writing is H.264 in MP4 (yuv420p, even sides: an odd side is padded by rep
 row/column), or, with `lossless=True`, exact RGB H.264 (`libx264rgb`, qp 0) that reads back
 bit-for-bit (the toy world uses it). Every write is atomic.
 
-Resolution buckets (SPEC §4): about 480x832 pixels of area, sides multiples of 32, aspect
+Resolution buckets (docs/sama.md §4): about 480x832 pixels of area, sides multiples of 32, aspect
 (height / width) clamped to [0.5, 2.0]; frames fit a bucket by crop, letterbox or stretch.
 """
 

@@ -1,4 +1,4 @@
-"""The paper's VLM data filter (SPEC §6): judge edit pairs and keep the ones that pass.
+"""The paper's VLM data filter (docs/sama.md §6): judge edit pairs and keep the ones that pass.
 
 Images are kept at >= 9 on instruction following, visual quality and content preservation; videos at
 >= 8 on those and > 8 on motion consistency. The scores are written into every row (kept or not) of

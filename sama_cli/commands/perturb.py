@@ -41,7 +41,7 @@ def perturb(
                                 "(absolute paths), for pipes."),
     as_json: bool = typer.Option(False, "--json", help="Print the record / summary as JSON on stdout."),
 ) -> None:
-    """Apply a motion-alignment pretext (SPEC §5); records task, parameters, seed and caption prefix."""
+    """Apply a motion-alignment pretext (docs/sama.md §5); records task, parameters, seed and caption prefix."""
     from sama_cli.manifest import dumps_rows
     from sama_cli.perturb import mix, perturb_latent_file, perturb_video, record_path, task_options
     from sama_cli.pretext import FITS, TASKS

@@ -1,8 +1,8 @@
 """The SAMA model config: backbone dimensions plus the SAMA options, with named presets.
 
-Presets are data in one place (`PRESETS`): the two Wan2.1-T2V sizes of SPEC §2 and `tiny`, a model that
-runs a forward in milliseconds on CPU for tests and the toy world. Every SAMA option defaults to the
-released code's behaviour (SPEC §3); the paper's variants are named alternatives.
+Presets are data in one place (`PRESETS`): the two Wan2.1-T2V sizes of docs/sama.md §2 and `tiny`, a
+model that runs a forward in milliseconds on CPU for tests and the toy world. Every SAMA option defaults
+to the released code's behaviour (docs/sama.md §9); the paper's variants are named alternatives.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class ModelConfig:
     cross_attn_norm: bool = True
     qk_norm: str | None = "rms_norm_across_heads"
     rope_max_seq_len: int = 1024
-    # SAMA (SPEC §3).
+    # SAMA (docs/sama.md §3).
     semantic_dim: int = 1152  # SigLIP so400m feature width S
     semantic_mlp_hidden: int = 1024  # projector hidden width
     semantic_local_grid: int = 8  # 8x8 local tokens + 1 global per anchor frame
@@ -64,7 +64,7 @@ class ModelConfig:
 
     @property
     def semantic_tokens(self) -> int:
-        """Semantic tokens per sample: 65 per anchor frame (SPEC §3)."""
+        """Semantic tokens per sample: 65 per anchor frame (docs/sama.md §3)."""
         return self.semantic_tokens_per_frame * self.anchor_frames
 
     @property
@@ -188,8 +188,8 @@ class ModelConfig:
         return cls(**values)
 
 
-# Presets (SPEC §2). `tiny` keeps the real head layout rules (even head dim, 3-axis RoPE) at toy size:
-# dim 48 / 4 heads of 12, the shape of the release's conformance model.
+# Presets (docs/sama.md §2). `tiny` keeps the real head layout rules (even head dim, 3-axis RoPE) at toy
+# size: dim 48 / 4 heads of 12, the shape of the release's conformance model.
 PRESETS: dict[str, dict[str, Any]] = {
     "wan2.1-t2v-14b": dict(dim=5120, num_layers=40, num_heads=40, ffn_dim=13824),
     "wan2.1-t2v-1.3b": dict(dim=1536, num_layers=30, num_heads=12, ffn_dim=8960),
@@ -206,8 +206,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         text_len=16,
         rope_max_seq_len=256,
     ),
-    # The toy world's model (SPEC §8; `make demo`, the embedded default): pixel:s4 latents of 32x32 RGB
-    # frames (48 channels). Two choices differ from the release, both for learning on two CPU cores:
+    # The toy world's model (docs/sama.md §8; `make demo`, the embedded default): pixel:s4 latents of
+    # 32x32 RGB frames (48 channels). Two choices differ from the release, both for learning on two CPU cores:
     # - dim 256 > the 192 values of a 1x2x2 patch of 48 channels. A DiT has no skip from input to output,
     #   so with dim < patch volume the velocity cannot carry the noise of every channel: the unrepresented
     #   part of the starting noise is never removed and samples stay noisy, however long one trains.

@@ -1,6 +1,6 @@
 """The semantic encoder: a SigLIP vision tower whose patch tokens are pooled into the SAMA semantic
 tokens of an anchor frame: 64 local (8x8 adaptive average pooling of the patch grid, row-major) +
-1 global (mean of all patches, last) per frame (SPEC §3; the release does not publish its pooling,
+1 global (mean of all patches, last) per frame (docs/sama.md §3; the release does not publish its pooling,
 so the grid is configurable).
 
 Features are the tower's `last_hidden_state` (after its post-layernorm), the representation SigLIP

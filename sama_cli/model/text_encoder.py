@@ -1,7 +1,7 @@
 """The frozen text encoder: UMT5 (Wan's `text_encoder/` + `tokenizer/`), as Wan's pipeline uses it.
 
 Prompts are cleaned (whitespace), tokenized to 512 tokens with padding and truncation, encoded, and
-each embedding trimmed to its real token count (SPEC §2); `pad` zero-pads them back to a fixed length
+each embedding trimmed to its real token count (docs/sama.md §2); `pad` zero-pads them back to a fixed length
 for the DiT, exactly as diffusers' WanPipeline does.
 
 Specs: a diffusers-format Wan root (`text_encoder/` + `tokenizer/`), a transformers folder holding

@@ -1,4 +1,4 @@
-"""The SAMA diffusion transformer: diffusers' Wan2.1 backbone plus the SAMA sequence (SPEC §3).
+"""The SAMA diffusion transformer: diffusers' Wan2.1 backbone plus the SAMA sequence (docs/sama.md §3).
 
 One sequence per sample, `[source | semantic | target]`:
 - source tokens: clean VAE latents through the shared patch embedding, RoPE grid from frame 0 (the
@@ -70,7 +70,7 @@ class SamaTransformer(nn.Module):
         self.config = config
         self.backbone = WanTransformer3DModel(**config.diffusers_kwargs())
         self.type_embedding = nn.Embedding(3, config.dim)
-        # Zero-init: from a plain Wan checkpoint, step 0 is exactly the base model (SPEC §3).
+        # Zero-init: from a plain Wan checkpoint, step 0 is exactly the base model (docs/sama.md §3).
         nn.init.zeros_(self.type_embedding.weight)
         self.semantic_projector = SemanticProjector(
             config.semantic_dim, config.semantic_mlp_hidden, config.dim, config.eps
@@ -110,7 +110,8 @@ class SamaTransformer(nn.Module):
         shape = (1, n, 1, like.shape[-1])
         sin = torch.zeros(shape, dtype=like.dtype, device=like.device)
         if self.config.semantic_rope == "zero":
-            # release: the semantic tokens' rotation is a complex zero, so their q and k vanish (SPEC §3)
+            # release: the semantic tokens' rotation is a complex zero, so their q and k vanish
+            # (docs/sama.md §3)
             return torch.zeros_like(sin), sin
         return torch.ones_like(sin), sin
 
@@ -169,7 +170,7 @@ class SamaTransformer(nn.Module):
         type_ids.append(torch.full((n_tgt,), TYPE_TARGET))
 
         ids = torch.cat(type_ids).to(latents.device)
-        # Type embedding on every token, target included even without a source (release, SPEC §3).
+        # Type embedding on every token, target included even without a source (release, docs/sama.md §3).
         x = torch.cat(tokens, dim=1) + self.type_embedding(ids).unsqueeze(0).to(self.dtype)  # (B, L, dim)
         rotary = (torch.cat([r[0] for r in ropes], dim=1), torch.cat([r[1] for r in ropes], dim=1))
 

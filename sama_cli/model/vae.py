@@ -3,7 +3,7 @@
 
 Every codec maps video in [-1, 1] `(B, 3, T, H, W)` to *normalized* latents `(B, C, t, h, w)` and
 back. For the Wan VAE the latents given to the DiT are `(z - latents_mean) / latents_std` per channel
-(SPEC §2), z being the posterior mode (deterministic); frame counts must be 1+4k (`valid_frames`
+(docs/sama.md §2), z being the posterior mode (deterministic); frame counts must be 1+4k (`valid_frames`
 rounds up; callers pad by repeating the last frame and record it).
 
 Specs for `load_codec`:

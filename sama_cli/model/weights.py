@@ -5,7 +5,7 @@ Key layouts:
 - diffusers:     a `WanTransformer3DModel` state dict (Wan-AI/Wan2.1-T2V-*-Diffusers, `transformer/`)
 - wan-original:  Wan's own names (`blocks.0.self_attn.q.weight`, `head.head.weight`, ...)
 - release:       wan-original + `segment_embedding.weight`, `siglip_feat_mlp.{norm,fc1,fc2}.*`,
-                 `semantic_head.{norm,proj}.*` (the SAMA release / DiffSynth layout, SPEC §3)
+                 `semantic_head.{norm,proj}.*` (the SAMA release / DiffSynth layout, docs/sama.md §3)
 Original names are converted with diffusers' own converter; the inverse (for export back to the
 release layout) is the table below, tested by round trip.
 
@@ -36,7 +36,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_TAG = "sama-checkpoint"
 
-# release name prefix -> our module prefix (SPEC §3)
+# release name prefix -> our module prefix (docs/sama.md §3)
 RELEASE_EXTRAS = {
     "segment_embedding.": "type_embedding.",
     "siglip_feat_mlp.": "semantic_projector.",
