@@ -38,7 +38,7 @@ format: $(STAMP)  ## ruff format + import sort
 	$(BIN)/ruff format sama_cli tests
 
 bench: $(STAMP)  ## speed and memory benchmarks, written to $(OUT)/bench/bench.md
-	$(BIN)/python -m sama_cli.benchmarks -o $(OUT)/bench
+	$(BIN)/python -m sama_cli.perf -o $(OUT)/bench
 
 # ---- the demo: the whole pipeline on the toy world (docs/sama.md §8), every step a target of its own ---------------
 # synth -> perturb --mix (stage-0 pretexts on the text-to-video clips) -> encode -> anchor -> train stage 0
@@ -83,7 +83,7 @@ demo-bench: demo-edit  ## demo step: score the held-out edits with the exact toy
 	$(SAMA) bench run toy --data $(DEMO)/toy $(BENCH_SPLITS) --baseline source -o $(DEMO)/report_source
 
 demo: demo-bench  ## the whole pipeline on the toy world, ~8 min on 2 CPU cores; ends with a report
-	$(BIN)/python -m sama_cli.demo $(DEMO)
+	$(BIN)/python -m sama_cli.toy.demo $(DEMO)
 
 # ---- the ablation (docs/sama.md §8): baseline / +SA / +MA / +SA+MA over seeds at equal steps -> docs/ablation.md -----
 ABLATION_ARGS ?= --seeds 0 1 2 --stage0-steps 200 --stage1-steps 600
@@ -92,11 +92,11 @@ $(DEMO)/anc_plain/manifest.jsonl: $(DEMO)/toy/manifest.jsonl
 	$(SAMA) anchor $(DEMO)/lat_plain/manifest.jsonl -o $(DEMO)/anc_plain --grid 2
 
 ablation: $(DEMO)/anc/manifest.jsonl $(DEMO)/anc_plain/manifest.jsonl  ## the paper's claims at toy scale (~35 min)
-	$(BIN)/python -m sama_cli.ablation --demo $(DEMO) --out $(OUT)/ablation $(ABLATION_ARGS)
+	$(BIN)/python -m sama_cli.toy.ablation --demo $(DEMO) --out $(OUT)/ablation $(ABLATION_ARGS)
 
 # ---- the embedded default model: the demo's stage-1 EMA, stored in fp16 with its model card ---------------
 toy-model: $(DEMO)/stage1/export/ema/config.json  ## refresh sama_cli/assets/toy_model from a finished demo
-	$(BIN)/python -m sama_cli.toy_model $(DEMO) sama_cli/assets/toy_model
+	$(BIN)/python -m sama_cli.toy.embedded $(DEMO) sama_cli/assets/toy_model
 
 clean:  ## remove outputs (keeps .venv)
 	rm -rf $(OUT) .pytest_cache

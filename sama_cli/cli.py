@@ -14,8 +14,8 @@ import typer
 from rich.markup import escape
 
 from sama_cli import __version__
-from sama_cli.console import err
-from sama_cli.errors import EXIT_INTERRUPTED, SamaError
+from sama_cli.core.console import err
+from sama_cli.core.errors import EXIT_INTERRUPTED, SamaError, storage_error
 
 app = typer.Typer(
     name="sama",
@@ -67,6 +67,12 @@ def main(argv: list[str] | None = None) -> None:
             raise
         err.print(f"[red]error:[/red] {escape(e.message)}", soft_wrap=True)
         sys.exit(e.exit_code)
+    except OSError as e:  # a refused write that no command caught: still one line and the I/O exit code
+        mapped = storage_error(e, e.filename or "output")
+        if mapped is None or _state["debug"]:
+            raise
+        err.print(f"[red]error:[/red] {escape(mapped.message)}", soft_wrap=True)
+        sys.exit(mapped.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(EXIT_INTERRUPTED)

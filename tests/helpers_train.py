@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from sama_cli.artifacts import save_artifact
+from sama_cli.io.artifacts import save_artifact
 
 
 def write_artifact_manifest(folder: Path, n: int = 8, seed: int = 0, frames: int = 2, size: int = 4,

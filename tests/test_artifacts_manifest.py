@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from sama_cli.artifacts import atomic_path, is_valid_cache, load_artifact, read_header, save_artifact
-from sama_cli.errors import InputError
-from sama_cli.manifest import read_manifest, row_prompt, write_manifest
+from sama_cli.core.errors import InputError
+from sama_cli.io.artifacts import atomic_path, is_valid_cache, load_artifact, read_header, save_artifact
+from sama_cli.io.manifest import read_manifest, row_prompt, write_manifest
 
 
 def test_artifact_round_trip_and_validation(tmp_path: Path) -> None:

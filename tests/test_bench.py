@@ -17,23 +17,23 @@ from pathlib import Path
 import pytest
 import torch
 
-from sama_cli.bench.adapters import (
+from sama_cli.core.errors import InputError
+from sama_cli.eval.adapters import (
     OPENVE_RUBRICS,
     OpenVeBench,
     RecoBench,
-    ToyBench,
     VieBench,
     fixtures_dir,
     geometric_mean,
     get_adapter,
 )
-from sama_cli.bench.judges import JudgeResult, LocalJudge, OpenAIJudge, parse_scores
-from sama_cli.bench.metrics import flicker, psnr, ssim
-from sama_cli.bench.report import compare
-from sama_cli.bench.runner import attach_edits, run
-from sama_cli.bench.scripted import ScriptedServer
-from sama_cli.errors import InputError
-from sama_cli.video_io import write_video
+from sama_cli.eval.judges import JudgeResult, LocalJudge, OpenAIJudge, parse_scores
+from sama_cli.eval.metrics import flicker, psnr, ssim
+from sama_cli.eval.report import compare
+from sama_cli.eval.runner import attach_edits, run
+from sama_cli.io.video import write_video
+from sama_cli.perf.judge_server import ScriptedServer
+from sama_cli.toy.adapter import ToyBench
 
 pytest.importorskip("openai")  # the bench extra; `make test` installs it
 
@@ -159,10 +159,10 @@ class _FlakyJudge:
 def test_any_exception_in_a_sample_is_a_failed_row_and_the_report_is_written(tmp_path: Path, monkeypatch) -> None:
     from typer.testing import CliRunner
 
-    import sama_cli.bench.judges
+    import sama_cli.eval.judges
     from sama_cli.cli import app
 
-    monkeypatch.setattr(sama_cli.bench.judges, "make_judge", lambda *a, **k: _FlakyJudge())
+    monkeypatch.setattr(sama_cli.eval.judges, "make_judge", lambda *a, **k: _FlakyJudge())
     data, edits = _vie_folder(tmp_path, {"ok1": "#good8", "bad": "#boom", "ok2": "#good8"})
     res = CliRunner().invoke(app, ["bench", "run", "vie", "--data", str(data), "--edits", str(edits), "--judge",
                                    "stub:x", "-o", str(tmp_path / "rep"), "--workers", "3", "--json"])
@@ -232,7 +232,7 @@ def test_openve_judges_each_edit_type_on_its_own_rubric(tmp_path: Path) -> None:
 
 
 def _sample(kind: str):
-    from sama_cli.bench.adapters import BenchSample
+    from sama_cli.eval.adapters import BenchSample
 
     return BenchSample("x", kind, "make it so", Path("x.mp4"))
 
@@ -388,7 +388,7 @@ def test_warp_error_tells_smooth_motion_from_flicker_and_agreement_flags() -> No
     shuffled order cannot be explained by smooth flow, so their warp error is clearly higher."""
     from types import SimpleNamespace
 
-    from sama_cli.bench.metrics import agreement, warp_error
+    from sama_cli.eval.metrics import agreement, warp_error
 
     g = torch.Generator().manual_seed(0)
     texture = torch.randint(0, 256, (16, 16, 3), generator=g, dtype=torch.uint8)

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from sama_cli.anchors import select_frames
-from sama_cli.artifacts import load_artifact
-from sama_cli.data import ArtifactDataset, BucketSampler, collate
-from sama_cli.manifest import dumps_rows, read_manifest
+from sama_cli.data.anchors import select_frames
+from sama_cli.data.dataset import ArtifactDataset, BucketSampler, collate
+from sama_cli.data.pretext import TASK_PREFIXES
+from sama_cli.io.artifacts import load_artifact
+from sama_cli.io.manifest import dumps_rows, read_manifest
+from sama_cli.io.video import probe, read_video
 from sama_cli.model.siglip import load_semantic_encoder
-from sama_cli.pretext import TASK_PREFIXES
-from sama_cli.video_io import probe, read_video
 
 
 def sama(*args, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -65,7 +65,7 @@ def test_perturb_one_clip_and_its_latents(toy: Path, tmp_path: Path) -> None:
     record = json.loads(res.stdout)
     assert record["task"] == "tube-shuffle" and record["splits"] == [2, 2, 2] and record["seed"] == 0
     assert json.loads((tmp_path / "s.mp4.json").read_text()) == record  # the record lives beside the clip
-    from sama_cli.pretext import unshuffle
+    from sama_cli.data.pretext import unshuffle
 
     assert torch.equal(unshuffle(read_video(tmp_path / "s.mp4").frames, record), read_video(clip).frames)
     assert sama("encode", clip, "-o", tmp_path / "lat").returncode == 0
@@ -95,7 +95,7 @@ def test_anchor_tokens_come_from_the_recorded_frames(toy: Path, tmp_path: Path) 
 
 
 def test_mix_is_deterministic_by_seed(toy: Path, tmp_path: Path) -> None:
-    from sama_cli.perturb import mix
+    from sama_cli.data.pretext_files import mix
 
     for name in ("a", "b"):
         mix(str(toy / "manifest.jsonl"), tmp_path / name, seed=11)

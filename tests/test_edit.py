@@ -13,15 +13,15 @@ import pytest
 import torch
 from conftest import REAL_FIXTURES
 
-from sama_cli.editing import EditSettings
-from sama_cli.loading import load_editor
+from sama_cli.edit.editor import EditSettings
+from sama_cli.edit.loading import load_editor
+from sama_cli.edit.sampler import SamplingConfig
+from sama_cli.io.video import probe, read_video, resize_frames, write_video
 from sama_cli.model.config import from_preset
 from sama_cli.model.text_encoder import save_tiny_text_encoder
 from sama_cli.model.transformer import build_model
 from sama_cli.model.vae import tiny_vae
 from sama_cli.model.weights import export_release, save_checkpoint
-from sama_cli.sampling import SamplingConfig
-from sama_cli.video_io import probe, read_video, resize_frames, write_video
 
 REPO = Path(__file__).resolve().parent.parent
 CLIP = REAL_FIXTURES / "remove-04-source.mp4"
@@ -164,17 +164,17 @@ def test_batch_survives_any_exception_in_a_row(kit, tmp_path: Path, monkeypatch)
     """Not only our own errors: an exception from torch or a codec in one row is reported, the rest go on."""
     from typer.testing import CliRunner
 
-    import sama_cli.editing
+    import sama_cli.edit.editor
     from sama_cli.cli import app
 
-    real = sama_cli.editing.edit_file
+    real = sama_cli.edit.editor.edit_file
 
     def flaky(editor, src, instruction, out, *args, **kwargs):
         if "boom" in instruction:
             raise RuntimeError("CUDA out of memory (simulated)")
         return real(editor, src, instruction, out, *args, **kwargs)
 
-    monkeypatch.setattr(sama_cli.editing, "edit_file", flaky)
+    monkeypatch.setattr(sama_cli.edit.editor, "edit_file", flaky)
     manifest = tmp_path / "rows.jsonl"
     rows = [{"id": "a", "kind": "video_edit", "source": str(CLIP), "instruction": "boom"},
             {"id": "b", "kind": "video_edit", "source": str(CLIP), "instruction": "remove the cup"}]
@@ -199,7 +199,7 @@ def test_anchor_count_does_not_change_the_callers_sampling_config(kit) -> None:
 
 def test_default_working_size_is_the_release_bucket() -> None:
     """The release resizes every clip to the bucket of its aspect ratio; --native keeps one that fits."""
-    from sama_cli.editing import working_size
+    from sama_cli.edit.editor import working_size
 
     assert working_size(480, 832, EditSettings()) == (480, 832)
     assert working_size(1080, 1920, EditSettings()) == (480, 832)

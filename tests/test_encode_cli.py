@@ -10,9 +10,9 @@ from pathlib import Path
 
 from conftest import REAL_FIXTURES
 
-from sama_cli.artifacts import load_artifact
-from sama_cli.manifest import read_manifest
-from sama_cli.video_io import probe
+from sama_cli.io.artifacts import load_artifact
+from sama_cli.io.manifest import read_manifest
+from sama_cli.io.video import probe
 
 CLIP = REAL_FIXTURES / "replace-03-source.mp4"
 
@@ -109,7 +109,7 @@ def test_bad_options_and_codec_errors_are_one_line(tmp_path: Path) -> None:
         assert words in res.stderr
     import torch
 
-    from sama_cli.encode import EncodeOptions, encode
+    from sama_cli.data.latents import EncodeOptions, encode
     from sama_cli.model.vae import load_codec
 
     summary, _ = encode([str(CLIP)], tmp_path / "y", codec=load_codec("pixel:s3"), device=torch.device("cpu"),

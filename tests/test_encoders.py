@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers_encoders import diffusers_vae_to_original, save_wan_t5, tiny_wan_umt5, wan_t5_forward
 
-from sama_cli.errors import InputError, WeightsError
+from sama_cli.core.errors import InputError, WeightsError
 from sama_cli.model.siglip import load_semantic_encoder, pool_tokens, save_tiny_siglip
 from sama_cli.model.text_encoder import load_text_encoder, save_tiny_text_encoder, tiny_tokenizer
 from sama_cli.model.vae import PixelCodec, load_codec, tiny_vae

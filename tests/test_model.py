@@ -6,8 +6,9 @@ import pytest
 import torch
 from diffusers import WanTransformer3DModel
 
-from sama_cli.errors import ConfigError
-from sama_cli.flow import (
+from sama_cli.core.errors import ConfigError
+from sama_cli.model.config import ModelConfig, from_preset, param_count
+from sama_cli.model.flow import (
     add_noise,
     dual_cfg_combine,
     inference_sigmas,
@@ -16,7 +17,6 @@ from sama_cli.flow import (
     shift_sigma,
     velocity_target,
 )
-from sama_cli.model.config import ModelConfig, from_preset, param_count
 from sama_cli.model.transformer import build_model
 
 

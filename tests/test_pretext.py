@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sama_cli.errors import InputError
-from sama_cli.pretext import (
+from sama_cli.core.errors import InputError
+from sama_cli.data.pretext import (
     TASK_PREFIXES,
     apply_task,
     choose_task,
@@ -146,8 +146,8 @@ def test_pixel_path_leaves_4k1_clips_as_the_plain_task_does(task: str) -> None:
 
 
 def test_perturb_video_writes_a_4k1_clip_and_its_record_beside_it(tmp_path: Path) -> None:
-    from sama_cli.perturb import perturb_video, record_path, task_options
-    from sama_cli.video_io import read_video, write_video
+    from sama_cli.data.pretext_files import perturb_video, record_path, task_options
+    from sama_cli.io.video import read_video, write_video
 
     src = write_video(tmp_path / "in.mp4", clip(t=10, h=16, w=16), 8, lossless=True)
     for task in PIXEL_TASKS:

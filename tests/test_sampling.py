@@ -8,11 +8,11 @@ import pytest
 import torch
 from diffusers import UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
 
-from sama_cli.errors import ConfigError
-from sama_cli.flow import inference_sigmas
+from sama_cli.core.errors import ConfigError
+from sama_cli.edit.sampler import SamplingConfig, sample
 from sama_cli.model.config import from_preset
+from sama_cli.model.flow import inference_sigmas
 from sama_cli.model.transformer import SamaOutput, build_model
-from sama_cli.sampling import SamplingConfig, sample
 
 
 def test_t2v_path_matches_diffusers_wan_pipeline() -> None:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import torch
 
-from sama_cli.config import load_recipe
-from sama_cli.loading import default_model, load_editor
+from sama_cli.edit.loading import default_model, load_editor
+from sama_cli.io.video import read_video, write_video
 from sama_cli.model.config import ModelConfig, from_preset
 from sama_cli.model.weights import load_checkpoint
-from sama_cli.toyworld import generate, render
-from sama_cli.video_io import read_video, write_video
+from sama_cli.toy.world import generate, render
+from sama_cli.train.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 

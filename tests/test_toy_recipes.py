@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from sama_cli.config import load_recipe
-from sama_cli.data import ArtifactDataset, BucketSampler
-from sama_cli.loading import load_editor
+from sama_cli.data.dataset import ArtifactDataset, BucketSampler
+from sama_cli.edit.loading import load_editor
 from sama_cli.model.config import from_preset
 from sama_cli.model.transformer import build_model
-from sama_cli.train import train
+from sama_cli.train.loop import train
+from sama_cli.train.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,10 +88,10 @@ def test_channel_mode_matches_a_source_of_another_length() -> None:
 
 
 def test_pretexts_on_the_fly_for_plain_t2v_batches(toy_data: Path, tmp_path: Path) -> None:
-    from sama_cli.artifacts import load_artifact
-    from sama_cli.data import pretext_on_the_fly, step_generator
+    from sama_cli.data.dataset import pretext_on_the_fly, step_generator
+    from sama_cli.data.pretext import TASK_PREFIXES, prefixed
+    from sama_cli.io.artifacts import load_artifact
     from sama_cli.model.text_encoder import load_text_encoder
-    from sama_cli.pretext import TASK_PREFIXES, prefixed
 
     plain = toy_data.parents[1] / "toy" / "manifest.jsonl"
     res = sama("encode", plain, "-o", tmp_path / "lat", "--vae", "pixel:s4", "--text-encoder", "tiny")
@@ -133,7 +133,7 @@ def test_pretexts_on_the_fly_for_plain_t2v_batches(toy_data: Path, tmp_path: Pat
 
 
 def test_a_model_trained_without_sa_samples_without_semantic_tokens(tmp_path: Path) -> None:
-    from sama_cli.sampling import SamplingConfig, sample
+    from sama_cli.edit.sampler import SamplingConfig, sample
 
     config = from_preset("tiny", in_channels=4, out_channels=4)
     model = build_model(config.replace(extra={"semantic_anchoring": False}), seed=0).eval()
@@ -147,7 +147,7 @@ def test_a_model_trained_without_sa_samples_without_semantic_tokens(tmp_path: Pa
 
 
 def test_tensorboard_gets_the_logged_scalars_when_installed(tmp_path: Path, monkeypatch) -> None:
-    import sama_cli.train as train_module
+    import sama_cli.train.loop as train_module
 
     sys.path.insert(0, str(REPO / "tests"))
     from helpers_train import tiny_recipe_overrides, write_artifact_manifest
@@ -192,7 +192,7 @@ def test_lazy_dataset_gives_the_same_buckets_samples_and_training(toy_data: Path
 
 @pytest.mark.parametrize("lazy", [False, True])
 def test_a_row_without_latents_is_one_error_naming_the_line(tmp_path: Path, lazy: bool) -> None:
-    from sama_cli.errors import InputError
+    from sama_cli.core.errors import InputError
 
     (tmp_path / "x.mp4").touch()
     manifest = tmp_path / "m.jsonl"

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from sama_cli.errors import InputError
-from sama_cli.manifest import read_manifest
-from sama_cli.toyworld import (
+from sama_cli.core.errors import InputError
+from sama_cli.io.manifest import read_manifest
+from sama_cli.io.video import read_video
+from sama_cli.toy.world import (
     HELDOUT_COMBOS,
     PALETTE,
     Edit,
@@ -24,7 +25,6 @@ from sama_cli.toyworld import (
     oracle_scores,
     render,
 )
-from sama_cli.video_io import read_video
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -131,7 +131,7 @@ def test_synth_cli_writes_lossless_videos_and_a_valid_manifest(tmp_path: Path) -
 
 
 def test_captions_vary_in_wording_and_name_every_object() -> None:
-    from sama_cli.toyworld import CAPTIONS, caption, generate
+    from sama_cli.toy.world import CAPTIONS, caption, generate
 
     clips = generate(0, 0, 40, seed=0, size=32, frames=5)
     texts = [caption(s.target) for s in clips]

@@ -13,13 +13,13 @@ import pytest
 import torch
 from helpers_train import tiny_recipe_overrides, write_artifact_manifest
 
-from sama_cli import checkpoint as ckpt
-from sama_cli import train as sama_train
-from sama_cli.config import load_recipe
-from sama_cli.data import BucketSampler
-from sama_cli.errors import ConfigError
+from sama_cli.core.errors import ConfigError
+from sama_cli.data.dataset import BucketSampler
 from sama_cli.model.weights import load_checkpoint
-from sama_cli.train import MicroBatch, lr_at, train
+from sama_cli.train import checkpoint as ckpt
+from sama_cli.train import loop as sama_train
+from sama_cli.train.loop import MicroBatch, lr_at, train
+from sama_cli.train.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -97,11 +97,11 @@ KILL_SCRIPT = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
 import torch.distributed.checkpoint as dcp
-from sama_cli import checkpoint as ckpt
-from sama_cli import train as sama_train
-from sama_cli.config import load_recipe
-from sama_cli.data import BucketSampler
-from sama_cli.train import MicroBatch, lr_at, train
+from sama_cli.train import checkpoint as ckpt
+from sama_cli.train import loop as sama_train
+from sama_cli.train.recipe import load_recipe
+from sama_cli.data.dataset import BucketSampler
+from sama_cli.train.loop import MicroBatch, lr_at, train
 from helpers_train import tiny_recipe_overrides
 from pathlib import Path
 real = dcp.save

@@ -12,19 +12,14 @@ import pytest
 import torch
 from conftest import REAL_FIXTURES
 
-from sama_cli.errors import InputError
-from sama_cli.video_io import (
-    bucket_list,
-    bucket_size,
-    choose_size,
-    frames_4k1,
+from sama_cli.core.errors import InputError
+from sama_cli.io.frames import bucket_list, bucket_size, choose_size, fit_frames, frames_down, frames_up
+from sama_cli.io.video import (
     hstack_videos,
-    pad_to_4k1,
     probe,
     read_frames_folder,
     read_video,
     resize_frames,
-    trim_to_4k1,
     write_image,
     write_video,
 )
@@ -213,11 +208,14 @@ def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
 
 
 def test_4k1_resize_and_side_by_side() -> None:
-    assert [frames_4k1(n) for n in (1, 2, 5, 6, 9, 49)] == [1, 5, 5, 9, 9, 49]
+    assert [frames_up(n) for n in (1, 2, 5, 6, 9, 49)] == [1, 5, 5, 9, 9, 49]
+    assert [frames_down(n) for n in (0, 1, 4, 5, 8, 81, 200)] == [0, 1, 1, 5, 5, 81, 197]
+    assert [frames_up(n, k=1) for n in (1, 2, 7)] == [1, 2, 7]  # the pixel codec keeps every count
     clip = torch.arange(7).view(7, 1, 1, 1).expand(7, 4, 4, 3).to(torch.uint8)
-    padded, extra = pad_to_4k1(clip)
-    assert extra == 2 and padded.shape[0] == 9 and (padded[7:] == 6).all()
-    assert trim_to_4k1(clip).shape[0] == 5
+    padded = fit_frames(clip, "pad")
+    assert padded.shape[0] == 9 and (padded[:7] == clip).all() and (padded[7:] == 6).all()
+    assert torch.equal(fit_frames(clip, "trim"), clip[:5]) and fit_frames(clip[:5], "pad") is not None
+    assert torch.equal(fit_frames(clip[:5], "pad"), clip[:5]) and torch.equal(fit_frames(clip[:5], "trim"), clip[:5])
     frames = torch.full((2, 40, 80, 3), 200, dtype=torch.uint8)
     assert resize_frames(frames, (32, 32), "crop").shape == (2, 32, 32, 3)
     box = resize_frames(frames, (32, 32), "letterbox")

@@ -24,16 +24,16 @@ from helpers_encoders import diffusers_vae_to_original, save_wan_t5, tiny_wan_um
 from safetensors.torch import save_file
 from test_weights import wan_config_json, write_shards
 
-from sama_cli.editing import EditSettings
-from sama_cli.errors import ConfigError
-from sama_cli.loading import load_editor
+from sama_cli.core.errors import ConfigError
+from sama_cli.edit.editor import EditSettings
+from sama_cli.edit.loading import load_editor
+from sama_cli.edit.sampler import SamplingConfig
+from sama_cli.io.video import probe, read_video, resize_frames
 from sama_cli.model.config import from_preset
 from sama_cli.model.text_encoder import tiny_tokenizer
 from sama_cli.model.transformer import build_model
 from sama_cli.model.vae import tiny_vae
 from sama_cli.model.weights import diffusers_to_original, export_release
-from sama_cli.sampling import SamplingConfig
-from sama_cli.video_io import probe, read_video, resize_frames
 
 REPO = Path(__file__).resolve().parent.parent
 CLIP = REAL_FIXTURES / "remove-04-source.mp4"

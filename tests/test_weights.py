@@ -11,7 +11,7 @@ import torch
 from diffusers import WanTransformer3DModel
 from safetensors.torch import save_file
 
-from sama_cli.errors import WeightsError
+from sama_cli.core.errors import WeightsError
 from sama_cli.model.config import from_preset
 from sama_cli.model.transformer import build_model
 from sama_cli.model.weights import (

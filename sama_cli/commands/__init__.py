@@ -8,14 +8,14 @@ import sys
 
 import typer
 
-from sama_cli.console import err
-from sama_cli.errors import EXIT_FAILED
+from sama_cli.core.console import err
+from sama_cli.core.errors import EXIT_FAILED
 
 
 def report_batch(headline: str, s: dict, rows: list[dict], *, stdout: bool, as_json: bool) -> None:
     """How a batch command (encode, anchor) ends: the headline (-> its manifest) and each failure on
     stderr; the output rows (--stdout) or the summary `s` (--json) on stdout; exit 1 if any item failed."""
-    from sama_cli.manifest import dumps_rows
+    from sama_cli.io.manifest import dumps_rows
 
     err.print(headline + (f" -> {s['manifest']}" if s["manifest"] else ""))
     for f in s["failed"]:

@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 
 from sama_cli.commands import report_batch
-from sama_cli.console import warn
-from sama_cli.errors import ConfigError
+from sama_cli.core.console import warn
+from sama_cli.core.errors import ConfigError
 
 
 def anchor(
@@ -27,10 +27,10 @@ def anchor(
     """Encode anchor frames with SigLIP and pool them to 64 local + 1 global tokens each."""
     import torch
 
-    from sama_cli.anchors import SELECTIONS, anchor_inputs
-    from sama_cli.distributed import setup, teardown
+    from sama_cli.core.distributed import setup, teardown
+    from sama_cli.core.runtime import resolve_device
+    from sama_cli.data.anchors import SELECTIONS, anchor_inputs
     from sama_cli.model.siglip import load_semantic_encoder
-    from sama_cli.runtime import resolve_device
 
     if select not in SELECTIONS:
         raise ConfigError(f"--select must be one of {', '.join(SELECTIONS)}, not {select!r}")

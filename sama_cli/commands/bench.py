@@ -8,8 +8,8 @@ from pathlib import Path
 
 import typer
 
-from sama_cli.console import err
-from sama_cli.errors import EXIT_FAILED
+from sama_cli.core.console import err
+from sama_cli.core.errors import EXIT_FAILED
 
 bench_app = typer.Typer(help="Evaluate edits (VIE-Bench, OpenVE-Bench, ReCo-Bench, toy, fixtures) and filter data.",
                         no_args_is_help=True)
@@ -40,11 +40,11 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ) -> None:
     """Score edits on a benchmark and write scores, summaries, a paper-style table and bar charts."""
-    from sama_cli.bench.adapters import fixtures_dir, get_adapter
-    from sama_cli.bench.judges import make_judge
-    from sama_cli.bench.runner import run as run_bench
+    from sama_cli.eval.adapters import fixtures_dir
+    from sama_cli.eval.judges import make_judge
+    from sama_cli.eval.runner import run as run_bench
 
-    adapter = get_adapter(bench)
+    adapter = _benchmarks().get_adapter(bench)
     if data is None:
         if bench != "fixtures":
             raise typer.BadParameter("--data is required for this benchmark")
@@ -70,8 +70,9 @@ def compare(report_a: Path = typer.Argument(..., help="Report folder A."),
     """Per-category difference B - A of two reports of the same benchmark."""
     from rich.table import Table
 
-    from sama_cli.bench.report import compare as diff
+    from sama_cli.eval.report import compare as diff
 
+    _benchmarks()
     rows = diff(report_a, report_b)
     table = Table(title=f"{report_b} - {report_a}", show_edge=False)
     for col in ("category", "A", "B", "B - A"):
@@ -102,10 +103,10 @@ def filter_(
     """The paper's VLM filter: judge pairs, keep those that pass the thresholds, record the scores."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from sama_cli.bench.filtering import Thresholds, judge_row
-    from sama_cli.bench.judges import JudgeCache, make_judge
-    from sama_cli.console import progress
-    from sama_cli.manifest import read_manifest, write_manifest
+    from sama_cli.core.console import progress
+    from sama_cli.eval.filtering import Thresholds, judge_row
+    from sama_cli.eval.judges import JudgeCache, make_judge
+    from sama_cli.io.manifest import read_manifest, write_manifest
 
     rows = [r for r in read_manifest(manifest).rows if r["kind"] in ("video_edit", "image_edit") and r.get("target")]
     j = make_judge(judge, base_url=base_url, timeout=timeout, retries=retries, backoff=backoff)
@@ -130,6 +131,14 @@ def filter_(
         sys.stdout.write(json.dumps(summary) + "\n")
     if failed:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _benchmarks():
+    """The benchmark registry with every benchmark in it: the toy world's registers itself on import."""
+    import sama_cli.toy.adapter  # noqa: F401
+    from sama_cli.eval import adapters
+
+    return adapters
 
 
 def register(app: typer.Typer) -> None:

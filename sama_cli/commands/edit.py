@@ -10,11 +10,11 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from sama_cli.console import err, info, progress
-from sama_cli.errors import EXIT_FAILED, ConfigError, InputError, SamaError
-from sama_cli.loading import load_editor
-from sama_cli.manifest import read_manifest, write_manifest
-from sama_cli.sampling import SCHEDULERS, SamplingConfig
+from sama_cli.core.console import err, info, progress
+from sama_cli.core.errors import EXIT_FAILED, ConfigError, InputError, SamaError
+from sama_cli.edit.loading import load_editor
+from sama_cli.edit.sampler import SCHEDULERS, SamplingConfig
+from sama_cli.io.manifest import read_manifest, write_manifest
 
 
 def _parse_size(size: str | None) -> tuple[int, int] | None:
@@ -72,7 +72,7 @@ def edit(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
     """Edit a video with an instruction: `sama edit in.mp4 "make it winter" -o out.mp4`."""
-    from sama_cli.editing import EditSettings, edit_file
+    from sama_cli.edit.editor import EditSettings, edit_file
 
     if manifest is None and (src is None or instruction is None):
         raise ConfigError("give IN and INSTRUCTION, or --manifest FILE for batch mode")

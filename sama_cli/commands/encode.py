@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from sama_cli.commands import report_batch
-from sama_cli.errors import ConfigError
+from sama_cli.core.errors import ConfigError
 
 
 def encode(
@@ -34,12 +34,12 @@ def encode(
     """Encode videos/images to normalized latents; with a manifest, fill in its artifacts."""
     import torch
 
-    from sama_cli.distributed import setup, teardown
-    from sama_cli.encode import EncodeOptions
-    from sama_cli.encode import encode as run
+    from sama_cli.core.distributed import setup, teardown
+    from sama_cli.core.runtime import resolve_device, resolve_dtype
+    from sama_cli.data.latents import EncodeOptions
+    from sama_cli.data.latents import encode as run
     from sama_cli.model.text_encoder import load_text_encoder
     from sama_cli.model.vae import load_codec
-    from sama_cli.runtime import resolve_device, resolve_dtype
 
     if stdout and as_json:
         raise ConfigError("--stdout and --json both write to stdout: choose one")

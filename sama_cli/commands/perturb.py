@@ -8,8 +8,8 @@ from pathlib import Path
 
 import typer
 
-from sama_cli.console import err
-from sama_cli.errors import ConfigError, InputError
+from sama_cli.core.console import err
+from sama_cli.core.errors import ConfigError, InputError
 
 
 def _floats(text: str, n: int | None, name: str) -> tuple[float, ...]:
@@ -42,9 +42,10 @@ def perturb(
     as_json: bool = typer.Option(False, "--json", help="Print the record / summary as JSON on stdout."),
 ) -> None:
     """Apply a motion-alignment pretext (docs/sama.md §5); records task, parameters, seed and caption prefix."""
-    from sama_cli.manifest import dumps_rows
-    from sama_cli.perturb import mix, perturb_latent_file, perturb_video, record_path, task_options
-    from sama_cli.pretext import FITS, TASKS
+    from sama_cli.data.pretext import TASKS
+    from sama_cli.data.pretext_files import mix, perturb_latent_file, perturb_video, record_path, task_options
+    from sama_cli.io.frames import FITS
+    from sama_cli.io.manifest import dumps_rows
 
     if stdout and as_json:
         raise ConfigError("--stdout and --json both write to stdout: choose one")

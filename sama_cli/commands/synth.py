@@ -10,17 +10,17 @@ from pathlib import Path
 
 import typer
 
-from sama_cli.console import err, progress
+from sama_cli.core.console import err, progress
 
 
 def synthesize(out: Path, *, clips: int, images: int, t2v: int, seed: int, size: int, frames: int, fps: float,
                heldout_frac: float, test_frac: float = 0.15) -> dict:
     """Library entry point: write the toy world under `out` and return a summary."""
-    from sama_cli.artifacts import atomic_write_text
-    from sama_cli.errors import ConfigError
-    from sama_cli.manifest import write_manifest
-    from sama_cli.toyworld import generate, render
-    from sama_cli.video_io import write_image, write_video
+    from sama_cli.core.errors import ConfigError
+    from sama_cli.io.artifacts import atomic_write_text
+    from sama_cli.io.manifest import write_manifest
+    from sama_cli.io.video import write_image, write_video
+    from sama_cli.toy.world import generate, render
 
     if frames < 1 or (frames - 1) % 4:
         raise ConfigError(f"--frames must be 4k+1 (5, 9, 13, ...), not {frames}")
@@ -72,8 +72,8 @@ def synth(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
     """Generate the toy world: synthetic scenes with exact ground truth for every edit."""
-    from sama_cli.errors import ConfigError
-    from sama_cli.manifest import dumps_rows, read_manifest
+    from sama_cli.core.errors import ConfigError
+    from sama_cli.io.manifest import dumps_rows, read_manifest
 
     if stdout and as_json:
         raise ConfigError("--stdout and --json both write to stdout: choose one")

@@ -8,7 +8,8 @@ import sys
 
 import typer
 
-from sama_cli.console import err, rank
+from sama_cli.core.console import err
+from sama_cli.core.distributed import rank
 
 
 def _stats(rec: dict) -> str:
@@ -44,8 +45,8 @@ def train(
             for t in self.tasks:
                 yield Text(t.fields["stats"], no_wrap=False, overflow="fold")
 
-    from sama_cli.config import load_recipe
-    from sama_cli.train import train as run
+    from sama_cli.train.loop import train as run
+    from sama_cli.train.recipe import load_recipe
 
     extra = list(overrides or []) + (["train.resume=false"] if no_resume else [])
     r = load_recipe(recipe, extra)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sama_cli.errors import ConfigError
+from sama_cli.core.errors import ConfigError
 
 TIMESTEP_MODES = ("shared", "per_token")  # release: one scalar per sample; option: clean source at t=0
 SEMANTIC_ROPE = ("zero", "identity")  # release: complex zero (q, k of semantic tokens vanish)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sama_cli.errors import InputError, WeightsError
+from sama_cli.core.errors import InputError, WeightsError
 
 TINY_SIGLIP = dict(image_size=32, patch_size=4, hidden_size=24, intermediate_size=48, num_hidden_layers=2,
                    num_attention_heads=4)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from sama_cli.errors import InputError, WeightsError
+from sama_cli.core.errors import InputError, WeightsError
 
 # Words of the toy world and of common edit instructions: the tiny tokenizer's vocabulary.
 TINY_WORDS = (

@@ -18,13 +18,13 @@ Specs for `load_codec`:
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sama_cli.errors import InputError, WeightsError
+from sama_cli.core.errors import InputError, WeightsError
+from sama_cli.io.frames import frames_up
 
 # The pixel codec's fixed normalization: uint8 video in [-1, 1] has std ~0.58 for uniform content;
 # dividing by 0.5 brings latents near unit scale without depending on the data.
@@ -91,8 +91,7 @@ class WanCodec:
         self.std = torch.tensor(cfg.latents_std, dtype=torch.float32).view(1, -1, 1, 1, 1)
 
     def valid_frames(self, n: int) -> int:
-        k = self.temporal_factor
-        return 1 + k * math.ceil(max(0, n - 1) / k)
+        return frames_up(n, self.temporal_factor)
 
     def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.mean.to(like.device, like.dtype), self.std.to(like.device, like.dtype)

@@ -26,9 +26,9 @@ from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from sama_cli.artifacts import atomic_path
-from sama_cli.console import info
-from sama_cli.errors import WeightsError
+from sama_cli.core.console import info
+from sama_cli.core.errors import WeightsError
+from sama_cli.io.artifacts import atomic_path
 from sama_cli.model.config import ModelConfig
 from sama_cli.model.transformer import SamaTransformer, place
 

@@ -1,0 +1,1 @@
+"""What every part uses: errors and exit codes, console output, device/dtype, process groups."""

@@ -1,0 +1,192 @@
+"""`sama edit`: read a video, encode it, denoise the edit with SAMA, decode, write (docs/sama.md §4).
+
+The release's inference, step by step: resize the source to its ~480x832 bucket (the release's bucket
+list, sides multiple of 32, nearest aspect ratio; the same rule as `encode`), pad it
+to the codec's frame rule by repeating the last frame, encode it to clean source latents, encode
+`"[Video edit] " + instruction` and the negative prompt `"[Video edit]"`, run the sampling loop
+(50 steps, shift 5, guidance 5, joint semantic tokens), decode, trim back to the source length and
+write at the source fps with its audio.
+
+Memory controls: bf16 on GPU, VAE tiling, and `offload`, which keeps each stage's model on the CPU
+until its turn (text encoder -> DiT -> VAE).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import resource
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sama_cli.core.console import info
+from sama_cli.core.errors import ConfigError, InputError
+from sama_cli.edit.sampler import SamplingConfig, sample
+from sama_cli.io.frames import fit_frames
+from sama_cli.model.transformer import SamaTransformer
+
+RELEASE_PROMPT_PREFIX = "[Video edit] "  # release --prompt-prefix
+RELEASE_NEGATIVE_PROMPT = "[Video edit]"
+
+
+@dataclass
+class EditSettings:
+    prompt_prefix: str = RELEASE_PROMPT_PREFIX
+    negative_prompt: str = RELEASE_NEGATIVE_PROMPT
+    null_negative: bool = False  # negative = an all-zero context, the "dropped text" of `data.drop_text` training
+    max_frames: int = 81  # docs/sama.md §4
+    size: tuple[int, int] | None = None  # explicit (height, width)
+    bucket: bool = True  # the release's ~480x832 bucket; False: native size when it fits (as encode --native)
+    area: int = 480 * 832
+    multiple: int = 32
+    resize: str = "crop"  # crop | letterbox | stretch
+    anchor_frames: int | None = None  # semantic tokens = 65 x this; None: the model's setting
+
+    def validate(self) -> None:
+        if self.max_frames < 1:
+            raise ConfigError(f"max frames must be at least 1, not {self.max_frames}")
+        if self.resize not in ("crop", "letterbox", "stretch"):
+            raise ConfigError(f"resize must be crop, letterbox or stretch, not {self.resize!r}")
+        if self.size is not None and (self.size[0] % self.multiple or self.size[1] % self.multiple):
+            raise ConfigError(f"size {self.size[0]}x{self.size[1]} must have sides that are multiples of {self.multiple}")
+
+
+@dataclass
+class EditReport:
+    frames: int
+    fps: float
+    size: tuple[int, int]
+    padded_frames: int
+    steps: int
+    seconds: dict[str, float] = field(default_factory=dict)
+    peak_memory_mb: float = 0.0
+
+    @property
+    def seconds_per_step(self) -> float:
+        return self.seconds.get("denoise", 0.0) / max(1, self.steps)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["seconds_per_step"] = self.seconds_per_step
+        return d
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+class Editor:
+    """The three frozen/trained parts on one device, with optional CPU offload between stages."""
+
+    def __init__(self, model: SamaTransformer, codec, text_encoder, *, device: torch.device,
+                 offload: bool = False, text_device: torch.device | None = None):
+        self.model = model.eval()
+        self.codec = codec
+        self.text_encoder = text_encoder
+        self.device = torch.device(device)
+        self.offload = offload
+        self.text_device = torch.device(text_device) if text_device is not None else self.device
+
+    @contextlib.contextmanager
+    def _stage(self, part: Any, device: torch.device) -> Iterator[None]:
+        """Move `part` to `device` for the block; back to the CPU after it when offloading."""
+        if self.offload and hasattr(part, "to"):
+            part.to(device)
+            try:
+                yield
+            finally:
+                part.to("cpu")
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+        else:
+            yield
+
+    def encode_prompts(self, instruction: str, settings: EditSettings) -> tuple[torch.Tensor, torch.Tensor]:
+        """(context, negative context), each (1, text_len, D), zero-padded as Wan does."""
+        if not instruction or not instruction.strip():
+            raise InputError("the instruction is empty: say what to change, e.g. \"make it winter\"")
+        with self._stage(self.text_encoder, self.text_device), torch.no_grad():
+            embeds = self.text_encoder([settings.prompt_prefix + instruction.strip(), settings.negative_prompt])
+            padded = self.text_encoder.pad(embeds, self.model.config.text_len)
+        if settings.null_negative:
+            return padded[:1], torch.zeros_like(padded[1:])
+        return padded[:1], padded[1:]
+
+    def edit_frames(self, frames_thwc: torch.Tensor, instruction: str, sampling: SamplingConfig,
+                    settings: EditSettings, on_step=None) -> tuple[torch.Tensor, EditReport]:
+        """Edit uint8 frames (T, H, W, 3) already at the working size; returns uint8 frames of the same
+        shape and a report with per-stage seconds."""
+        settings.validate()
+        seconds: dict[str, float] = {}
+        t0 = time.perf_counter()
+        context, negative = self.encode_prompts(instruction, settings)
+        seconds["text"] = time.perf_counter() - t0
+
+        n = frames_thwc.shape[0]
+        padded = fit_frames(frames_thwc, "pad", k=self.codec.temporal_factor)  # 1+4k for Wan (docs/sama.md §4)
+        n_pad = padded.shape[0] - n
+        video = padded.permute(3, 0, 1, 2).unsqueeze(0).float().div(127.5).sub(1)  # (1, 3, T, H, W) in [-1, 1]
+        t0 = time.perf_counter()
+        with self._stage(self.codec, self.device), torch.no_grad():
+            source = self.codec.encode(video.to(self.device))
+        seconds["encode"] = time.perf_counter() - t0
+
+        if settings.anchor_frames is not None:  # a copy: the caller's config serves the next clip unchanged
+            sampling = dataclasses.replace(
+                sampling, semantic_tokens=self.model.config.semantic_tokens_per_frame * settings.anchor_frames)
+        t0 = time.perf_counter()
+        with self._stage(self.model, self.device), torch.no_grad():
+            result = sample(self.model, tuple(source.shape), context, negative, source, sampling, on_step=on_step)
+        seconds["denoise"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        with self._stage(self.codec, self.device), torch.no_grad():
+            decoded = self.codec.decode(result.latents.to(self.device))  # (1, 3, T', H, W) in [-1, 1]
+        seconds["decode"] = time.perf_counter() - t0
+        out = decoded[0, :, :n].clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(1, 2, 3, 0).cpu()
+        report = EditReport(frames=n, fps=0.0, size=(frames_thwc.shape[1], frames_thwc.shape[2]),
+                            padded_frames=n_pad, steps=sampling.steps, seconds=seconds,
+                            peak_memory_mb=_peak_memory_mb(self.device))
+        return out.contiguous(), report
+
+
+def working_size(height: int, width: int, settings: EditSettings) -> tuple[int, int]:
+    from sama_cli.io.frames import choose_size
+
+    return choose_size(height, width, size=settings.size, bucket=settings.bucket, area=settings.area,
+                       multiple=settings.multiple)
+
+
+def edit_file(editor: Editor, src: str | Path, instruction: str, out: str | Path, sampling: SamplingConfig,
+              settings: EditSettings, *, audio: bool = True, side_by_side: str | Path | None = None,
+              on_step=None) -> EditReport:
+    """Edit one file end to end. The output (and side-by-side) appear only when everything succeeded."""
+    from sama_cli.io.video import hstack_videos, read_video, resize_frames, write_video
+
+    t_start = time.perf_counter()
+    video = read_video(src, max_frames=settings.max_frames)
+    size = working_size(video.frames.shape[1], video.frames.shape[2], settings)
+    frames = resize_frames(video.frames, size, mode=settings.resize)
+    t_read = time.perf_counter() - t_start
+    edited, report = editor.edit_frames(frames, instruction, sampling, settings, on_step=on_step)
+    t0 = time.perf_counter()
+    if side_by_side is not None:  # first: OUT is what batch mode takes for "done"
+        write_video(side_by_side, hstack_videos(frames, edited), video.fps)
+    try:
+        write_video(out, edited, video.fps, audio_from=src if audio else None)
+    except BaseException:
+        if side_by_side is not None:
+            Path(side_by_side).unlink(missing_ok=True)
+        raise
+    report.seconds["io"] = t_read + time.perf_counter() - t0
+    report.seconds["total"] = time.perf_counter() - t_start
+    report.fps = video.fps
+    info(f"{out}: {report.frames} frames at {report.fps:g} fps, {size[0]}x{size[1]}")
+    return report

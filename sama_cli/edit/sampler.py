@@ -1,0 +1,174 @@
+"""The SAMA sampling loop (docs/sama.md §4): flow-matching steps over the video latents and, jointly, the
+semantic tokens, with classifier-free or dual guidance. Plain code over the model and a scheduler.
+
+Schedulers:
+- `euler`: the release's FlowMatchScheduler (shifted `linspace(1, 0, steps + 1)[:-1]`, then 0:
+  `flow.inference_sigmas`);
+- `unipc`: diffusers' UniPCMultistepScheduler in flow-prediction mode (what diffusers' WanPipeline uses).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from sama_cli.core.errors import ConfigError
+from sama_cli.model.flow import cfg_combine, dual_cfg_combine, euler_step, inference_sigmas, timestep_of
+from sama_cli.model.transformer import SamaTransformer
+
+SCHEDULERS = ("euler", "unipc")
+
+
+@dataclass
+class SamplingConfig:
+    steps: int = 50
+    shift: float = 5.0
+    guidance: float = 5.0  # classifier-free guidance over the prompt (release cfg_scale)
+    source_guidance: float | None = None  # dual guidance s_I (docs/sama.md §4); set with text_guidance
+    text_guidance: float | None = None  # dual guidance s_T
+    scheduler: str = "euler"
+    seed: int = 1
+    semantic_tokens: int | None = None  # None: the model's 65 x anchor frames; 0: no semantic tokens
+
+    def validate(self) -> None:
+        if self.steps < 1:
+            raise ConfigError(f"steps must be at least 1, not {self.steps}")
+        if self.scheduler not in SCHEDULERS:
+            raise ConfigError(f"scheduler must be one of {SCHEDULERS}, not {self.scheduler!r}")
+        if self.shift <= 0:
+            raise ConfigError(f"shift must be positive, not {self.shift}")
+
+    @property
+    def dual(self) -> bool:
+        return self.source_guidance is not None or self.text_guidance is not None
+
+
+class EulerFlow:
+    """Release scheduler: x <- x + v (sigma_next - sigma)."""
+
+    order = 1
+
+    def __init__(self, steps: int, shift: float):
+        self.sigmas = inference_sigmas(steps, shift)  # (steps + 1,), ends at 0
+
+    @property
+    def timesteps(self) -> torch.Tensor:
+        return timestep_of(self.sigmas[:-1]).float()
+
+    def step(self, velocity: torch.Tensor, i: int, x: torch.Tensor) -> torch.Tensor:
+        return euler_step(x, velocity.to(x.dtype), float(self.sigmas[i]), float(self.sigmas[i + 1]))
+
+
+class DiffusersFlow:
+    """Wraps a diffusers flow scheduler (UniPC by default) behind the same two calls."""
+
+    def __init__(self, steps: int, shift: float, scheduler=None):
+        if scheduler is None:
+            from diffusers import UniPCMultistepScheduler
+
+            scheduler = UniPCMultistepScheduler(
+                prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift, num_train_timesteps=1000
+            )
+        else:
+            scheduler = type(scheduler).from_config(scheduler.config)  # own state per stream
+        self.scheduler = scheduler
+        self.scheduler.set_timesteps(steps)
+        self.scheduler.set_begin_index(0)
+
+    @property
+    def timesteps(self) -> torch.Tensor:
+        return self.scheduler.timesteps
+
+    def step(self, velocity: torch.Tensor, i: int, x: torch.Tensor) -> torch.Tensor:
+        return self.scheduler.step(velocity, self.scheduler.timesteps[i], x, return_dict=False)[0]
+
+
+def make_scheduler(cfg: SamplingConfig, template=None):
+    if cfg.scheduler == "euler" and template is None:
+        return EulerFlow(cfg.steps, cfg.shift)
+    return DiffusersFlow(cfg.steps, cfg.shift, template)
+
+
+@dataclass
+class SampleResult:
+    latents: torch.Tensor  # (B, C, T, H, W) normalized latents, fp32
+    semantic: torch.Tensor | None  # (B, N, S) denoised semantic features, fp32
+
+
+def sample(
+    model: SamaTransformer,
+    latent_shape: tuple[int, ...],
+    context: torch.Tensor,
+    negative_context: torch.Tensor | None,
+    source_latents: torch.Tensor | None,
+    cfg: SamplingConfig,
+    *,
+    generator: torch.Generator | None = None,
+    scheduler_template=None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> SampleResult:
+    """Denoise target latents of `latent_shape` (B, C, T, H, W), conditioned on the clean
+    `source_latents` and the prompt `context` (B, L, D); `negative_context` drives guidance.
+
+    Noise is drawn on the CPU from `generator` (video first, then semantic tokens), so a seed gives the
+    same start on every device. Both streams take the same scheduler steps and the same guidance.
+    """
+    cfg.validate()
+    device, dtype = model.device, model.dtype
+    if generator is None:
+        generator = torch.Generator().manual_seed(cfg.seed)
+    b = latent_shape[0]
+    # a model trained without Semantic Anchoring (recorded by `train` in config.extra) denoises no semantic tokens
+    trained_with_sa = (getattr(model.config, "extra", None) or {}).get("semantic_anchoring", True)
+    n_sem = (model.config.semantic_tokens if trained_with_sa else 0) if cfg.semantic_tokens is None else cfg.semantic_tokens
+    latents = torch.randn(latent_shape, generator=generator, dtype=torch.float32).to(device)
+    semantic = None
+    if n_sem:
+        semantic = torch.randn((b, n_sem, model.config.semantic_dim), generator=generator, dtype=torch.float32)
+        semantic = semantic.to(device)
+    video_sched = make_scheduler(cfg, scheduler_template)
+    sem_sched = make_scheduler(cfg, scheduler_template) if semantic is not None else None
+    context = context.to(device, dtype)
+    if negative_context is not None:
+        negative_context = negative_context.to(device, dtype)
+    if source_latents is not None:
+        source_latents = source_latents.to(device, dtype)
+    use_cfg = negative_context is not None and (cfg.dual or cfg.guidance != 1.0)
+
+    def run(ctx, src, x, t, s):
+        out = model(x.to(dtype), t, ctx, source_latents=src, semantic_latents=None if s is None else s.to(dtype))
+        return out.video.float(), None if out.semantic is None else out.semantic.float()
+
+    timesteps = video_sched.timesteps
+    for i in range(len(timesteps)):
+        t = timesteps[i].to(device=device, dtype=torch.float32).expand(b)
+        if not use_cfg:
+            v, vs = run(context, source_latents, latents, t, semantic)
+        elif cfg.dual:
+            # v(I,T): source + prompt; v(0,T): prompt only; v(I,0): source + negative prompt
+            v_it, s_it = run(context, source_latents, latents, t, semantic)
+            v_0t, s_0t = run(context, None, latents, t, semantic)
+            v_i0, s_i0 = run(negative_context, source_latents, latents, t, semantic)
+            s_i, s_t = cfg.source_guidance or 0.0, cfg.text_guidance or 0.0
+            v = dual_cfg_combine(v_it, v_0t, v_i0, s_i, s_t)
+            vs = None if s_it is None else dual_cfg_combine(s_it, s_0t, s_i0, s_i, s_t)
+        else:
+            # both branches in one batch when the contexts line up (they do once padded to text_len)
+            if context.shape == negative_context.shape:
+                two = lambda z: None if z is None else torch.cat([z, z])  # noqa: E731
+                vv, ss = run(torch.cat([context, negative_context]), two(source_latents), two(latents),
+                             torch.cat([t, t]), two(semantic))
+                (v_pos, v_neg), (s_pos, s_neg) = vv.chunk(2), (ss.chunk(2) if ss is not None else (None, None))
+            else:
+                v_pos, s_pos = run(context, source_latents, latents, t, semantic)
+                v_neg, s_neg = run(negative_context, source_latents, latents, t, semantic)
+            v = cfg_combine(v_pos, v_neg, cfg.guidance)
+            vs = None if s_pos is None else cfg_combine(s_pos, s_neg, cfg.guidance)
+        latents = video_sched.step(v, i, latents)
+        if semantic is not None and vs is not None:
+            semantic = sem_sched.step(vs, i, semantic)
+        if on_step is not None:
+            on_step(i + 1, len(timesteps))
+    return SampleResult(latents=latents, semantic=semantic)

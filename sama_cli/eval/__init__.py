@@ -1,0 +1,1 @@
+"""Judged and measured evaluation: benchmark adapters, VLM judges, the runner, reports, the data filter."""

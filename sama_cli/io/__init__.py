@@ -1,0 +1,1 @@
+"""Files in and out: videos, artifacts (safetensors, atomic writes), manifests, frame counts and buckets."""

@@ -1,0 +1,94 @@
+"""The end of `make demo`: a table per held-out split of the toy scores (stage 1, stage 0 only, the
+unedited source) and where the files are. Exits 1 when stage 1 does not beat both on edit accuracy on
+the held-out clips (`test`), so that a demo that stopped learning cannot pass unnoticed; the unseen
+colour/shape combinations (`heldout`) are shown as they are.
+
+    python -m sama_cli.toy.demo out/demo [--json]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from rich.table import Table
+
+from sama_cli.core.console import err
+from sama_cli.eval.report import load_summary
+from sama_cli.toy.adapter import TOY_METRICS
+
+ARMS = (("stage 1 (SAMA)", "report"), ("stage 0 only", "report_stage0"), ("unedited source", "report_source"))
+
+
+REPRO_TOLERANCE = 0.05  # edit accuracy: a rerun of the recipes on another machine/thread count may differ by this
+
+
+def _shipped_scores() -> dict | None:
+    from sama_cli.edit.loading import default_model
+
+    path = default_model()
+    if path is None:
+        return None
+    return json.loads((Path(path) / "config.json").read_text()).get("meta", {}).get("toy_bench")
+
+
+SHORT = {"edit_accuracy": "edit acc ↑", "preservation_psnr": "keep PSNR ↑", "preservation_ssim": "keep SSIM ↑",
+         "trajectory_error": "traj px ↓", "psnr": "PSNR ↑"}
+SPLITS = {"test": "held-out clips", "heldout": "held-out colour/shape combinations"}
+
+
+def split_scores(demo: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """{split: {arm: scores}} for the splits the reports have."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for label, folder in ARMS:
+        for split, scores in load_summary(demo / folder).get("splits", {}).items():
+            out.setdefault(split, {})[label] = scores
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        err.print("usage: python -m sama_cli.toy.demo DEMO_DIR [--json]")
+        return 2
+    demo = Path(args[0])
+    scores = split_scores(demo)
+    for split, arms in sorted(scores.items(), key=lambda kv: kv[0] != "test"):  # held-out clips first
+        table = Table(title=f"toy world, {SPLITS.get(split, split)} (split {split}; exact oracle)", show_edge=False)
+        table.add_column("model", no_wrap=True)
+        for k in TOY_METRICS:
+            table.add_column(SHORT.get(k, k), justify="right")
+        for label, s in arms.items():
+            table.add_row(label, *(f"{s[k]:.3f}" for k in TOY_METRICS))
+        err.print(table)
+    err.print("edit accuracy: share of the edited object's pixels within tolerance of the truth (higher is better); "
+              "preservation outside it; trajectory error in px (lower is better).")
+    sbs = sorted((demo / "edits").glob("*.sbs.mp4"))
+    err.print(f"side-by-side videos (source | edit): {demo / 'edits'}/*.sbs.mp4 ({len(sbs)} clips)")
+    err.print(f"loss curves: {demo / 'stage0' / 'loss.png'}, {demo / 'stage1' / 'loss.png'}")
+    err.print(f"reports: {demo / 'report' / 'report.md'} (and report_stage0/, report_source/)")
+    err.print(f"the trained model: {demo / 'stage1' / 'export' / 'ema'} -> sama edit CLIP \"...\" --model <that> -o out.mp4")
+    shipped = _shipped_scores()
+    if shipped and "test" in shipped and "test" in scores:
+        a, b = shipped["test"]["edit_accuracy"], scores["test"]["stage 1 (SAMA)"]["edit_accuracy"]
+        verdict = "within" if abs(a - b) <= REPRO_TOLERANCE else "[yellow]outside[/yellow]"
+        err.print(f"the embedded model (same recipes): test edit accuracy {a:.3f}; this run {b:.3f} ({verdict} the "
+                  f"documented tolerance of ±{REPRO_TOLERANCE})")
+    test = scores.get("test") or next(iter(scores.values()))
+    ours = test["stage 1 (SAMA)"]["edit_accuracy"]
+    beaten = {k: v["edit_accuracy"] for k, v in test.items() if k != "stage 1 (SAMA)"}
+    ok = all(ours > v for v in beaten.values())
+    if "--json" in args:
+        sys.stdout.write(json.dumps({"splits": scores, "beats_baselines": ok}) + "\n")
+    if ok:
+        err.print(f"[green]on held-out clips, stage 1 beats {' and '.join(beaten)} on edit accuracy[/green] "
+                  f"({ours:.3f} vs {', '.join(f'{v:.3f}' for v in beaten.values())})")
+        return 0
+    err.print(f"[red]on held-out clips, stage 1 does not beat {' and '.join(k for k, v in beaten.items() if ours <= v)} "
+              f"on edit accuracy[/red] ({ours:.3f})")
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,397 @@
+"""The toy world (docs/sama.md §8): small synthetic videos with exact ground truth.
+
+A scene is a background (flat, or a two-colour gradient) and 1-3 shapes (circle, square, triangle) in
+named colours moving at constant velocity and bouncing off the frame edges. Rendering has hard edges,
+so masks are exact. An edit makes a target scene from the source scene with one change (recolour,
+replace shape, remove, add, background, global style) and knows which pixels may change.
+
+Held-out split: a fixed fifth of the colour x shape combinations (`HELDOUT_COMBOS`) never appears as
+the edited object *after* the edit in train rows; held-out rows are the edits that produce one. That
+tests whether edits generalise to combinations never seen as targets.
+
+The oracle (`oracle_scores`) scores any edited video against the scene's truth: edit accuracy in the
+edit mask, preservation PSNR outside it, trajectory error of the edited object, PSNR to the target.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import zlib
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sama_cli.core.errors import InputError
+
+PALETTE: dict[str, tuple[int, int, int]] = {
+    "red": (230, 40, 40), "green": (40, 200, 60), "blue": (40, 80, 230), "yellow": (240, 220, 40),
+    "magenta": (220, 50, 220), "cyan": (40, 220, 230), "white": (245, 245, 245), "orange": (250, 140, 20),
+}
+BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    "black": (10, 10, 10), "gray": (120, 120, 120), "navy": (20, 30, 80), "white": (235, 235, 235),
+}
+SHAPES = ("circle", "square", "triangle")
+EDIT_KINDS = ("recolour", "replace", "remove", "add", "background", "style")
+STYLES = ("invert", "grayscale")
+# A fixed fifth of the 24 colour x shape combinations: held out as post-edit objects.
+HELDOUT_COMBOS = frozenset({("red", "triangle"), ("blue", "square"), ("yellow", "circle"),
+                            ("cyan", "triangle"), ("magenta", "square")})
+TOLERANCE = 48  # L_inf distance (0-255) under which a pixel counts as the right colour
+
+
+@dataclass
+class Obj:
+    shape: str
+    colour: str
+    radius: float
+    x: float  # centre at frame 0, pixels
+    y: float
+    vx: float  # pixels per frame
+    vy: float
+
+    def centre(self, t: int, width: int, height: int) -> tuple[float, float]:
+        """Centre at frame t with elastic bounces inside [r, size - r] (a triangle-wave fold)."""
+        def fold(p0: float, v: float, lo: float, hi: float) -> float:
+            span = hi - lo
+            if span <= 0:
+                return lo
+            u = (p0 - lo + v * t) % (2 * span)
+            return lo + (u if u <= span else 2 * span - u)
+
+        return (fold(self.x, self.vx, self.radius, width - self.radius),
+                fold(self.y, self.vy, self.radius, height - self.radius))
+
+
+@dataclass
+class Scene:
+    height: int
+    width: int
+    frames: int
+    background: str
+    gradient: str | None = None  # a second background colour for a vertical gradient
+    objects: list[Obj] = field(default_factory=list)
+    style: str | None = None  # global style applied after rendering
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Scene:
+        return cls(**{**d, "objects": [Obj(**o) for o in d["objects"]]})
+
+
+# ---- rendering ------------------------------------------------------------------------------------
+def _shape_mask(obj: Obj, cx: float, cy: float, yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
+    r = obj.radius
+    dx, dy = xx - cx, yy - cy
+    if obj.shape == "circle":
+        return dx * dx + dy * dy <= r * r
+    if obj.shape == "square":
+        return (dx.abs() <= r * 0.85) & (dy.abs() <= r * 0.85)
+    # upward triangle inscribed in the circle of radius r
+    top, base = -r, r * 0.6
+    inside_y = (dy >= top) & (dy <= base)
+    half = (dy - top) / (base - top) * r * 0.95
+    return inside_y & (dx.abs() <= half)
+
+
+def _grid(scene: Scene) -> tuple[torch.Tensor, torch.Tensor]:
+    yy, xx = torch.meshgrid(torch.arange(scene.height, dtype=torch.float32) + 0.5,
+                            torch.arange(scene.width, dtype=torch.float32) + 0.5, indexing="ij")
+    return yy, xx
+
+
+def object_masks(scene: Scene) -> torch.Tensor:
+    """(F, H, W) int64: index of the topmost object at each pixel, -1 for background."""
+    yy, xx = _grid(scene)
+    out = torch.full((scene.frames, scene.height, scene.width), -1, dtype=torch.long)
+    for t in range(scene.frames):
+        for i, obj in enumerate(scene.objects):
+            cx, cy = obj.centre(t, scene.width, scene.height)
+            out[t][_shape_mask(obj, cx, cy, yy, xx)] = i
+    return out
+
+
+def _background(scene: Scene) -> torch.Tensor:
+    top = torch.tensor(BACKGROUNDS[scene.background], dtype=torch.float32)
+    if scene.gradient is None:
+        return top.expand(scene.height, scene.width, 3)
+    bottom = torch.tensor(BACKGROUNDS[scene.gradient], dtype=torch.float32)
+    w = torch.linspace(0, 1, scene.height)[:, None, None]
+    return (top * (1 - w) + bottom * w).round().expand(scene.height, scene.width, 3)
+
+
+def apply_style(frames: torch.Tensor, style: str | None) -> torch.Tensor:
+    if style is None:
+        return frames
+    if style == "invert":
+        return 255 - frames
+    if style == "grayscale":
+        g = (frames.float() * torch.tensor([0.299, 0.587, 0.114])).sum(-1, keepdim=True).round()
+        return g.clamp(0, 255).to(torch.uint8).expand_as(frames).contiguous()
+    raise ValueError(f"unknown style {style!r}")
+
+
+def render(scene: Scene) -> torch.Tensor:
+    """(F, H, W, 3) uint8, exact and deterministic."""
+    masks = object_masks(scene)
+    frames = _background(scene).round().to(torch.uint8).expand(scene.frames, -1, -1, -1).clone()
+    for i, obj in enumerate(scene.objects):
+        frames[masks == i] = torch.tensor(PALETTE[obj.colour], dtype=torch.uint8)
+    return apply_style(frames, scene.style)
+
+
+# ---- edits ----------------------------------------------------------------------------------------
+@dataclass
+class Edit:
+    kind: str
+    target_index: int | None  # the edited object in the *source* scene (None: add/background/style)
+    new_index: int | None  # the edited object in the *target* scene (None: remove/background/style)
+    params: dict[str, Any]
+    instruction: str
+
+
+def _describe(obj: Obj) -> str:
+    return f"{obj.colour} {obj.shape}"
+
+
+def random_object(rng: random.Random, scene: Scene, colour: str | None = None, shape: str | None = None) -> Obj:
+    r = rng.uniform(0.14, 0.2) * min(scene.height, scene.width)
+    speed = rng.uniform(0.6, 1.6)
+    angle = rng.uniform(0, 2 * math.pi)
+    return Obj(shape=shape or rng.choice(SHAPES), colour=colour or rng.choice(list(PALETTE)), radius=round(r, 2),
+               x=round(rng.uniform(r, scene.width - r), 2), y=round(rng.uniform(r, scene.height - r), 2),
+               vx=round(speed * math.cos(angle), 3), vy=round(speed * math.sin(angle), 3))
+
+
+TEMPLATES = {
+    "recolour": ["make the {old} {new_colour}", "change the colour of the {old} to {new_colour}",
+                 "turn the {old} {new_colour}", "paint the {old} {new_colour}"],
+    "replace": ["replace the {old} with a {new}", "turn the {old} into a {new}", "change the {old} to a {new}"],
+    "remove": ["remove the {old}", "delete the {old}", "take the {old} out of the video"],
+    "add": ["add a {new}", "put a {new} in the scene", "add a moving {new}"],
+    "background": ["change the background to {bg}", "make the background {bg}", "turn the background {bg}"],
+    "style": {"invert": ["invert the colours", "make it a colour negative", "invert the video"],
+              "grayscale": ["make it grayscale", "turn the video black and white", "remove all colour"]},
+}
+
+
+def make_edit(rng: random.Random, src: Scene, kind: str, want_heldout: bool | None) -> tuple[Scene, Edit] | None:
+    """Apply one edit of `kind`. `want_heldout`: True/False to require that the post-edit object is /
+    is not a held-out combination; None for edits without a post-edit object. None if impossible."""
+    tgt = replace(src, objects=[replace(o) for o in src.objects])
+    used = {(o.colour, o.shape) for o in src.objects}
+
+    def ok(colour: str, shape: str) -> bool:
+        return (colour, shape) not in used and (want_heldout is None or ((colour, shape) in HELDOUT_COMBOS) == want_heldout)
+
+    if kind in ("recolour", "replace", "remove"):
+        i = rng.randrange(len(src.objects))
+        old = src.objects[i]
+        if kind == "remove":
+            if len(src.objects) < 2 or want_heldout:
+                return None
+            del tgt.objects[i]
+            text = rng.choice(TEMPLATES["remove"]).format(old=_describe(old))
+            return tgt, Edit(kind, i, None, {}, text)
+        options = ([(c, old.shape) for c in PALETTE if c != old.colour] if kind == "recolour"
+                   else [(old.colour, s) for s in SHAPES if s != old.shape])
+        options = [o for o in options if ok(*o)]
+        if not options:
+            return None
+        colour, shape = rng.choice(options)
+        tgt.objects[i] = replace(old, colour=colour, shape=shape)
+        text = rng.choice(TEMPLATES[kind]).format(old=_describe(old), new_colour=colour, new=f"{colour} {shape}")
+        return tgt, Edit(kind, i, i, {"colour": colour, "shape": shape}, text)
+    if kind == "add":
+        if len(src.objects) >= 3:
+            return None
+        options = [(c, s) for c in PALETTE for s in SHAPES if ok(c, s)]
+        colour, shape = rng.choice(options)
+        tgt.objects.append(random_object(rng, src, colour, shape))
+        text = rng.choice(TEMPLATES["add"]).format(new=f"{colour} {shape}")
+        return tgt, Edit("add", None, len(tgt.objects) - 1, {"colour": colour, "shape": shape}, text)
+    if want_heldout:
+        return None
+    if kind == "background":
+        bg = rng.choice([b for b in BACKGROUNDS if b != src.background])
+        tgt.background, tgt.gradient = bg, None
+        return tgt, Edit("background", None, None, {"background": bg},
+                         rng.choice(TEMPLATES["background"]).format(bg=bg))
+    style = rng.choice(STYLES)
+    tgt.style = style
+    return tgt, Edit("style", None, None, {"style": style}, rng.choice(TEMPLATES["style"][style]))
+
+
+def edit_mask(src: Scene, tgt: Scene, edit: Edit) -> torch.Tensor:
+    """(F, H, W) bool: the pixels the edit may change. Object edits: the union of the edited object's
+    old and new masks; background edits: the background pixels; style edits: the whole frame."""
+    if edit.kind == "style":
+        return torch.ones(src.frames, src.height, src.width, dtype=torch.bool)
+    ms, mt = object_masks(src), object_masks(tgt)
+    if edit.kind == "background":
+        return (ms == -1) | (mt == -1)
+    mask = torch.zeros_like(ms, dtype=torch.bool)
+    if edit.target_index is not None:
+        mask |= ms == edit.target_index
+    if edit.new_index is not None:
+        mask |= mt == edit.new_index
+    return mask
+
+
+CAPTIONS = ["{things} moving over {bg} background", "{things} drifting across {bg} background",
+            "a video of {things} on {bg} background", "{bg} background with {things} bouncing around"]
+
+
+def caption(scene: Scene) -> str:
+    """A t2v caption. The wording is picked by a hash of the scene's content, not by the generator's
+    random stream, so that every scene (and so every clip and edit) stays what the seed makes it."""
+    things = [f"{'an' if _describe(o)[0] in 'aeiou' else 'a'} {_describe(o)}" for o in scene.objects]
+    listed = things[0] if len(things) == 1 else ", ".join(things[:-1]) + " and " + things[-1]
+    bg = f"a {scene.background} to {scene.gradient} gradient" if scene.gradient else f"a {scene.background}"
+    where = ",".join(f"{o.x}:{o.y}" for o in scene.objects)
+    template = CAPTIONS[zlib.crc32(f"{listed}|{bg}|{where}".encode()) % len(CAPTIONS)]
+    return template.format(things=listed, bg=bg)
+
+
+def random_scene(rng: random.Random, height: int, width: int, frames: int, n_objects: int | None = None) -> Scene:
+    scene = Scene(height=height, width=width, frames=frames, background=rng.choice(list(BACKGROUNDS)))
+    if rng.random() < 0.25:
+        scene.gradient = rng.choice([b for b in BACKGROUNDS if b != scene.background])
+    n = n_objects or rng.randint(1, 3)
+    combos = set()
+    while len(scene.objects) < n:
+        o = random_object(rng, scene)
+        if (o.colour, o.shape) not in combos:
+            combos.add((o.colour, o.shape))
+            scene.objects.append(o)
+    return scene
+
+
+# ---- the oracle -----------------------------------------------------------------------------------
+def _psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    diff = (a.float() - b.float()) ** 2
+    if mask is not None:
+        if not mask.any():
+            return 100.0
+        diff = diff[mask]
+    mse = float(diff.mean())
+    return 100.0 if mse == 0 else min(100.0, 10 * math.log10(255.0**2 / mse))
+
+
+def load_scene_record(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"not a readable scene record ({e})", path=path) from None
+    for key in ("source", "target", "edit"):
+        if key not in record:
+            raise InputError(f"scene record has no {key!r}", path=path)
+    return record
+
+
+def oracle_scores(pred: torch.Tensor, scene_record: dict[str, Any]) -> dict[str, float]:
+    """Exact scores of an edited video `pred` (T, H, W, 3) uint8 against the scene's truth.
+
+    edit_accuracy      fraction of edit-mask pixels within TOLERANCE (L_inf) of the true target
+    preservation_psnr  PSNR to the true target outside the edit mask (100 = exact)
+    trajectory_error   mean distance (px) between the true centre of the object that carries the edit
+                       (the new/recoloured one; for remove/background/style edits, each remaining
+                       object) and the centroid of pred pixels of its true colour near its true path
+    psnr               PSNR to the true target over the whole video
+    preservation_ssim  SSIM to the true target outside the edit mask (1 = exact)
+    """
+    from sama_cli.eval.metrics import ssim
+
+    src, tgt = Scene.from_dict(scene_record["source"]), Scene.from_dict(scene_record["target"])
+    edit = Edit(**scene_record["edit"])
+    truth = render(tgt)
+    if tuple(pred.shape) != tuple(truth.shape):
+        raise InputError(f"edited video has shape {tuple(pred.shape)}, the scene is {tuple(truth.shape)}")
+    mask = edit_mask(src, tgt, edit)
+    close = (pred.int() - truth.int()).abs().amax(-1) <= TOLERANCE
+    accuracy = float(close[mask].float().mean()) if mask.any() else 1.0
+    tracked = [edit.new_index] if edit.new_index is not None else list(range(len(tgt.objects)))
+    return {
+        "edit_accuracy": accuracy,
+        "preservation_psnr": _psnr(pred, truth, ~mask),
+        "trajectory_error": _trajectory_error(pred, tgt, tracked),
+        "psnr": _psnr(pred, truth),
+        "preservation_ssim": ssim(pred, truth, ~mask),
+    }
+
+
+def _trajectory_error(pred: torch.Tensor, scene: Scene, tracked: list[int]) -> float:
+    if not tracked:
+        return 0.0
+    yy, xx = _grid(scene)
+    styled = apply_style(torch.tensor([[list(PALETTE[o.colour]) for o in scene.objects]], dtype=torch.uint8)[None],
+                         scene.style)[0, 0] if scene.objects else None
+    errors = []
+    diag = math.hypot(scene.height, scene.width)
+    for t in range(scene.frames):
+        for i in tracked:
+            obj = scene.objects[i]
+            cx, cy = obj.centre(t, scene.width, scene.height)
+            near = (xx - cx) ** 2 + (yy - cy) ** 2 <= (2 * obj.radius) ** 2
+            colour = styled[i].int()
+            hit = near & ((pred[t].int() - colour).abs().amax(-1) <= TOLERANCE)
+            if hit.any():
+                errors.append(math.hypot(float(xx[hit].mean()) - cx, float(yy[hit].mean()) - cy))
+            else:
+                errors.append(diag / 2)  # the object is missing: a large, bounded error
+    return sum(errors) / len(errors)
+
+
+# ---- datasets -------------------------------------------------------------------------------------
+@dataclass
+class ToySample:
+    id: str
+    kind: str  # video_edit | image_edit | t2v
+    split: str
+    source: Scene | None
+    target: Scene
+    edit: Edit | None
+
+    def record(self, fps: float) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "split": self.split, "fps": fps,
+                "source": None if self.source is None else self.source.to_dict(), "target": self.target.to_dict(),
+                "edit": None if self.edit is None else asdict(self.edit),
+                "instruction": None if self.edit is None else self.edit.instruction,
+                "caption": caption(self.target)}
+
+
+def generate(n_video: int, n_image: int, n_t2v: int, *, seed: int, size: int = 32, frames: int = 9,
+             heldout_frac: float = 0.2, test_frac: float = 0.15) -> list[ToySample]:
+    """Deterministic toy samples: video edits (every edit kind), image edits (one-frame scenes) and
+    t2v clips. Each sample draws from its own seeded RNG, so the i-th sample does not change when
+    counts change. Splits: `heldout` (the edit produces a held-out colour/shape combination: tests
+    composition), `test` (a share `test_frac` of the other edits: clips never trained on, combinations
+    seen in training), `train` (the rest)."""
+    out: list[ToySample] = []
+    for i in range(n_video + n_image):
+        image = i >= n_video
+        rng = random.Random(f"{seed}:edit:{i}")
+        kind = EDIT_KINDS[i % len(EDIT_KINDS)]
+        heldout = kind in ("recolour", "replace", "add") and rng.random() < heldout_frac * len(EDIT_KINDS) / 3
+        for _ in range(100):
+            src = random_scene(rng, size, size, 1 if image else frames)
+            made = make_edit(rng, src, kind, heldout if kind in ("recolour", "replace", "add") else None)
+            if made is not None:
+                break
+        else:  # pragma: no cover - every kind is possible from some scene
+            raise RuntimeError(f"could not make a {kind} edit")
+        tgt, edit = made
+        sid = f"{'img' if image else 'vid'}{i:04d}"
+        split = "heldout" if heldout else ("test" if random.Random(f"{seed}:split:{i}").random() < test_frac
+                                            else "train")
+        out.append(ToySample(sid, "image_edit" if image else "video_edit", split, src, tgt, edit))
+    for i in range(n_t2v):
+        rng = random.Random(f"{seed}:t2v:{i}")
+        out.append(ToySample(f"t2v{i:04d}", "t2v", "train", None, random_scene(rng, size, size, frames), None))
+    return out

@@ -1,0 +1,1 @@
+"""Two-stage SAMA training: the recipe, the loop, checkpoints, parallelism, EMA and skip policy."""
