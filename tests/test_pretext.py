@@ -166,3 +166,99 @@ def test_perturb_video_writes_a_4k1_clip_and_its_record_beside_it(tmp_path: Path
         perturb_video(src, tmp_path / "x.mp4", "tube-shuffle", 0, task_options("tube-shuffle", splits=(4, 32, 4)),
                       lossless=True)
     assert str(src) in str(e.value) and not (tmp_path / "x.mp4").exists()
+
+
+# ---- formulas written out by hand (docs/sama.md §5; release diffsynth/trainers/pretext.py) ---------
+@pytest.mark.parametrize(("n", "parts", "sizes"), [
+    (17, 4, [5, 4, 4, 4]),  # 17 = 4*4 + 1: the one extra frame goes to the first part
+    (16, 4, [4, 4, 4, 4]),
+    (5, 2, [3, 2]),
+    (7, 3, [3, 2, 2]),  # 7 = 3*2 + 1
+    (10, 4, [3, 3, 2, 2]),  # 10 = 4*2 + 2: the first two parts take one more
+    (17, 2, [9, 8]),  # the paper's 2x2x2 on a 4k+1 clip
+    (4, 4, [1, 1, 1, 1]),
+])
+def test_split_sizes_by_hand_larger_parts_first(n: int, parts: int, sizes: list[int]) -> None:
+    # release SwapFourBlocks._split_sizes: base = n // parts, the first n % parts parts get base + 1
+    assert split_sizes(n, parts) == sizes
+
+
+def coords(t: int, h: int, w: int) -> torch.Tensor:
+    """A (T, H, W, 3) clip whose every pixel holds its own (t, y, x): a moved value shows where it came from."""
+    return torch.stack(torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij"), dim=-1)
+
+
+# Hand-cut edges of each axis (from the sizes in the test above), and how many frames the tubes span
+# when the last frame is held back (release keep_last_frame).
+HAND_TUBES = [
+    # 17x16x24 into 4x4x4: T 5,4,4,4; H 4,4,4,4; W 6,6,6,6
+    ((17, 16, 24), (4, 4, 4), False, ([0, 5, 9, 13, 17], [0, 4, 8, 12, 16], [0, 6, 12, 18, 24])),
+    # the paper's 2x2x2: T 9,8; H 8,8; W 12,12
+    ((17, 16, 24), (2, 2, 2), False, ([0, 9, 17], [0, 8, 16], [0, 12, 24])),
+    # 7x10x5 into 3x4x2: T 3,2,2; H 3,3,2,2; W 3,2 (several shape groups on every axis)
+    ((7, 10, 5), (3, 4, 2), False, ([0, 3, 5, 7], [0, 3, 6, 8, 10], [0, 3, 5])),
+    # keep_last_frame: frames 0..15 are cut (4,4,4,4), frame 16 stays where it is
+    ((17, 16, 24), (4, 4, 4), True, ([0, 4, 8, 12, 16], [0, 4, 8, 12, 16], [0, 6, 12, 18, 24])),
+]
+
+
+@pytest.mark.parametrize(("shape", "splits", "keep_last", "edges"), HAND_TUBES)
+def test_tube_shuffle_moves_whole_hand_cut_tubes_of_equal_shape(shape, splits, keep_last, edges) -> None:
+    x = coords(*shape)
+    out, rec = tube_shuffle(x, g(3), splits=splits, keep_last_frame=keep_last)
+    spans = [list(zip(e[:-1], e[1:], strict=True)) for e in edges]
+    tubes = [(a, b, c) for a in spans[0] for b in spans[1] for c in spans[2]]  # T/H/W order, as the record
+    moved = set()
+    for dst, ((t0, t1), (y0, y1), (x0, x1)) in enumerate(tubes):
+        block = out[t0:t1, y0:y1, x0:x1]
+        # the block's first pixel names the tube it came from: one of the hand tubes, of the same shape
+        src = tubes.index(tuple(zip(block[0, 0, 0].tolist(), block[-1, -1, -1].add(1).tolist(), strict=True)))
+        (s0, s1), (r0, r1), (q0, q1) = tubes[src]
+        assert (s1 - s0, r1 - r0, q1 - q0) == (t1 - t0, y1 - y0, x1 - x0)
+        assert torch.equal(block, x[s0:s1, r0:r1, q0:q1]) and rec["perm"][dst] == src
+        if src != dst:
+            moved.add(dst)
+    assert moved  # not the identity
+    if keep_last:
+        assert torch.equal(out[16], x[16])
+
+
+def test_tube_shuffle_4x4x4_on_17_frames_keeps_the_first_5_frames_apart() -> None:
+    # T splits 5,4,4,4: tubes 0..15 (frames 0-4) form one group, tubes 16..63 (4 frames each) the other
+    out, rec = tube_shuffle(coords(17, 16, 24), g(3))
+    perm = rec["perm"]
+    assert sorted(perm[:16]) == list(range(16)) and sorted(perm[16:]) == list(range(16, 64))
+    assert perm[:16] != list(range(16)) and perm[16:] != list(range(16, 64))
+    assert set(out[:5, ..., 0].unique().tolist()) == set(range(5))  # frames 0-4 only ever hold frames 0-4
+
+
+@pytest.mark.parametrize(("n", "k"), [(17, 5), (9, 3), (33, 10), (49, 15), (81, 24), (3, 1), (2, 1)])
+def test_cube_inpaint_release_run_length_and_every_start_by_hand(n: int, k: int) -> None:
+    # k = round(0.3 n): 5.1, 2.7, 9.9, 14.7, 24.3, 0.9, 0.6; the run starts at 1..n-k (never frame 0, and
+    # it may end on the last frame), uniformly (release MaskRandomFrames)
+    x = clip(t=n, h=2, w=2)
+    starts = set()
+    for seed in range(20 * (n - k)):  # 20 draws per possible start: missing one has odds below 1e-7
+        out, rec = cube_inpaint(x, g(seed))
+        black = (out == 0).flatten(1).all(1).nonzero().flatten().tolist()
+        assert black == list(range(rec["start"], rec["start"] + k))
+        starts.add(rec["start"])
+    assert starts == set(range(1, n - k + 1))
+
+
+def test_cube_inpaint_cube_mode_box_sides_by_hand() -> None:
+    # each side is ratio^(1/3) = 0.6694 of its axis, the time axis being the 32 frames after frame 0:
+    # round(32 * 0.6694) = round(21.42) = 21 on every axis of a 33x32x32 clip
+    _, rec = cube_inpaint(clip(t=33, h=32, w=32), g(1), mode="cube")
+    t0, t1, y0, y1, x0, x1 = rec["box"]
+    assert (t1 - t0, y1 - y0, x1 - x0) == (21, 21, 21) and t0 >= 1
+
+
+def test_speed_indices_by_hand_half_to_even_and_clipped() -> None:
+    # release SpeedChangeFrames: n_out = round(n / s), frame i is input round(i s), at most n - 1;
+    # Python rounds halves to even
+    assert speed_indices(9, 2.0) == [0, 2, 4, 6]  # round(4.5) = 4 output frames, not 5
+    assert speed_indices(16, 2.0) == [0, 2, 4, 6, 8, 10, 12, 14]
+    assert speed_indices(18, 0.5) == [0, 0, 1, 2, 2, 2, 3, 4, 4, 4, 5, 6, 6, 6, 7, 8, 8, 8, 9, 10, 10, 10,
+                                      11, 12, 12, 12, 13, 14, 14, 14, 15, 16, 16, 16, 17, 17]  # 17.5 -> 18 -> 17
+    assert speed_indices(5, 4.0) == [0]  # round(1.25) = 1 frame
