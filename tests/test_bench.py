@@ -130,6 +130,20 @@ def test_parse_scores_is_tolerant_but_never_invents_a_score() -> None:
             parse_scores(bad, keys, (1, 5))
 
 
+@pytest.mark.parametrize(("scale", "low", "high"), [((1.0, 5.0), 0, 6), ((1.0, 10.0), 0, 11), ((0.0, 10.0), -1, 10.5)])
+def test_parse_scores_rejects_below_and_above_the_scale_and_keeps_both_ends(scale, low, high) -> None:
+    lo, hi = scale
+    assert parse_scores(json.dumps({"a": lo, "b": hi}), ["a", "b"], scale) == {"a": lo, "b": hi}
+    for value in (low, high, lo - 0.01, hi + 0.01):  # one criterion outside is enough to refuse the reply
+        with pytest.raises(ValueError, match="inside the scale"):
+            parse_scores(json.dumps({"a": value, "b": hi}), ["a", "b"], scale)
+    for value in ("NaN", "Infinity", "-Infinity"):  # Python's json reads these; none is a score
+        with pytest.raises(ValueError, match="inside the scale"):
+            parse_scores(f'{{"a": {value}, "b": {hi}}}', ["a", "b"], scale)
+    # an out-of-scale object is skipped, not clipped: a later valid one in the same reply is the answer
+    assert parse_scores(f'{{"a": {low}, "b": 3}} corrected: {{"a": 2, "b": 3}}', ["a", "b"], scale) == {"a": 2, "b": 3}
+
+
 def test_bench_cli_exit_code_and_report_files(tmp_path: Path) -> None:
     data, edits = _vie_folder(tmp_path, {"a1": "#good9", "b1": "#good7", "c1": "#garbage"})
     with ScriptedServer() as server:
@@ -309,6 +323,25 @@ def test_local_judge_resizes_frames_and_takes_turns_on_one_model(tmp_path: Path)
     assert summary["failed"] == 0 and model.calls == 6
     assert model.most == 1  # four workers, one model: calls never overlap
     assert set(processor.sizes) == {(16, 16)} and len(processor.sizes) == 6 * 2 * 5  # 5-frame clips, source + edit
+
+
+class _ReplyProcessor(_StubProcessor):
+    def __init__(self, reply: str) -> None:
+        super().__init__()
+        self.reply = reply
+
+    def batch_decode(self, out, skip_special_tokens=True) -> list[str]:
+        return [self.reply]
+
+
+@pytest.mark.parametrize(("value", "scored"), [(0, False), (6, False), (1, True), (5, True)])
+def test_a_reply_below_or_above_the_scale_leaves_the_sample_unscored(value: int, scored: bool) -> None:
+    # OpenVE-Bench's 1-5 scale (docs/sama.md §7): 0 and 6 are no scores, 1 and 5 are
+    judge = LocalJudge(_ReplyProcessor(json.dumps({"q": value})), _StubVlm(), name="local:stub", retries=1)
+    result = judge.score("rate", [], ["q"], (1.0, 5.0))
+    assert result.attempts == (1 if scored else 2) and len(result.raw) == result.attempts
+    assert result.scores == ({"q": float(value)} if scored else None)
+    assert (result.error is None) == scored
 
 
 class _RecordingJudge:
