@@ -84,6 +84,72 @@ def test_semantic_rope_zero_vs_identity() -> None:
         assert not torch.allclose(zero(x, t, ctx, src, s2).video, a.video)
 
 
+def self_attention_qk(model, inputs, monkeypatch) -> list[dict[str, torch.Tensor]]:
+    """Per block, the self-attention's query and key before RoPE (the outputs of diffusers' `norm_q`/`norm_k`,
+    (B, L, heads, head_dim)) and after it (what `WanAttnProcessor` hands to `dispatch_attention_fn`)."""
+    import diffusers.models.transformers.transformer_wan as wan
+
+    seen: list[dict[str, torch.Tensor]] = []
+    inside: list[bool] = []  # True while a block's attn1 runs (attn2, the text attention, is not recorded)
+    original = wan.dispatch_attention_fn
+
+    def recording(query, key, value, **kwargs):
+        if inside:
+            seen[-1].update(q=query.clone(), k=key.clone())
+        return original(query, key, value, **kwargs)
+
+    monkeypatch.setattr(wan, "dispatch_attention_fn", recording)
+    hooks = []
+    for block in model.backbone.blocks:
+        attn = block.attn1
+        hooks.append(attn.register_forward_pre_hook(lambda m, a: seen.append({}) or inside.append(True)))
+        hooks.append(attn.register_forward_hook(lambda m, a, out: inside.clear()))
+        for name in ("q", "k"):
+            hooks.append(getattr(attn, f"norm_{name}").register_forward_hook(
+                lambda m, a, out, name=name, heads=attn.heads: seen[-1].update(
+                    {f"{name}_pre": out.unflatten(2, (heads, -1)).clone()})))
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(seen) == len(model.backbone.blocks) and all(len(s) == 4 for s in seen)
+    return seen
+
+
+def scores(qk: dict[str, torch.Tensor], pre: bool = False) -> torch.Tensor:
+    """Attention logits before scaling, q_i . k_j per head: (B, heads, L, L)."""
+    q, k = (qk["q_pre"], qk["k_pre"]) if pre else (qk["q"], qk["k"])
+    return torch.einsum("blhd,bmhd->bhlm", q, k)
+
+
+def test_semantic_rope_zero_gives_every_semantic_score_exactly_zero(monkeypatch) -> None:
+    """docs/sama.md §3 (release: the semantic tokens' rotation is a complex zero, model_fn_wan_video):
+    in `zero` mode every logit with a semantic token as query or key is exactly 0; in `identity` mode the
+    semantic q and k are their unrotated projections; the source and target logits are the same in both."""
+    cfg = from_preset("tiny")
+    x, t, ctx, src, s = tiny_inputs(cfg)  # 12 source tokens (2x2x3), 5 semantic, 12 target
+    sem = slice(12, 17)
+    video = torch.tensor([*range(12), *range(17, 29)])
+    zero = self_attention_qk(build_model(cfg, seed=1).eval(), (x, t, ctx, src, s), monkeypatch)
+    ident = self_attention_qk(build_model(cfg.replace(semantic_rope="identity"), seed=1).eval(),
+                              (x, t, ctx, src, s), monkeypatch)
+    for z, i in zip(zero, ident, strict=True):
+        assert z["q"].shape[1] == 29 and z["q_pre"][:, sem].abs().min() > 0  # the projections are not 0
+        sz = scores(z)
+        assert torch.count_nonzero(sz[..., sem, :]) == 0 and torch.count_nonzero(sz[..., :, sem]) == 0
+        assert torch.equal(i["q"][:, sem], i["q_pre"][:, sem]) and torch.equal(i["k"][:, sem], i["k_pre"][:, sem])
+        si = scores(i)
+        assert torch.equal(si[..., sem, sem], scores(i, pre=True)[..., sem, sem])  # semantic x semantic: unrotated
+        assert torch.count_nonzero(si[..., sem, :]) == si[..., sem, :].numel()  # and no semantic logit is 0
+        # video tokens are rotated by their grid positions: their logits are not the unrotated ones
+        assert not torch.allclose(sz[..., video[:, None], video], scores(z, pre=True)[..., video[:, None], video])
+    # block 0 sees the same input in both modes: the source/target logits agree exactly
+    torch.testing.assert_close(scores(zero[0])[..., video[:, None], video], scores(ident[0])[..., video[:, None], video],
+                               rtol=0, atol=0)
+
+
 def test_per_token_timestep_mode() -> None:
     cfg = from_preset("tiny")
     shared = build_model(cfg, seed=2).eval()
