@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from diffusers import WanTransformer3DModel
 
 from sama_cli.core.errors import ConfigError
-from sama_cli.model.config import ModelConfig, from_preset, param_count
+from sama_cli.model.config import ModelConfig, from_preset
 from sama_cli.model.flow import (
     add_noise,
     dual_cfg_combine,
@@ -219,6 +221,21 @@ def test_gradient_checkpointing_same_result() -> None:
     lb.backward()
     torch.testing.assert_close(la, lb)
     torch.testing.assert_close(a.backbone.blocks[0].attn1.to_q.weight.grad, b.backbone.blocks[0].attn1.to_q.weight.grad)
+
+
+def param_count(cfg: ModelConfig) -> int:
+    """Parameters of the SAMA model for `cfg`, counted by hand from the layer shapes (backbone + type
+    embedding + projector + head): the expected value for `num_parameters()`."""
+    d, f, L = cfg.dim, cfg.ffn_dim, cfg.num_layers
+    p = math.prod(cfg.patch_size)
+    block = 4 * (d * d + d) + 4 * (d * d + d) + (d * f + f) + (f * d + d) + 6 * d + 4 * d
+    block += 2 * d if cfg.cross_attn_norm else 0
+    embed = cfg.backbone_in_channels * p * d + d
+    cond = cfg.freq_dim * d + d + d * d + d + d * 6 * d + 6 * d + cfg.text_dim * d + d + d * d + d
+    head = d * cfg.out_channels * p + cfg.out_channels * p + 2 * d
+    s, h = cfg.semantic_dim, cfg.semantic_mlp_hidden
+    sama = 3 * d + (2 * s + s * h + h + h * d + d) + (2 * d + d * s + s)
+    return L * block + embed + cond + head + sama
 
 
 def test_presets_and_param_count() -> None:

@@ -14,7 +14,6 @@ from sama_cli.data.pretext import (
     apply_task,
     choose_task,
     cube_inpaint,
-    expected_masked_frames,
     perturb_latents,
     perturb_pixels,
     row_generator,
@@ -32,6 +31,11 @@ def clip(t=17, h=16, w=24, seed=0) -> torch.Tensor:
 
 def g(seed=0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def expected_masked_frames(n: int, ratio: float) -> int:
+    """The release's run length (MaskRandomFrames): round(n * ratio) whole frames, never frame 0."""
+    return min(int(round(n * ratio)), n - 1) if n > 1 else 0
 
 
 @pytest.mark.parametrize("seed", range(6))

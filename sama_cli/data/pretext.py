@@ -224,8 +224,3 @@ def black_fill(codec_meta: dict[str, Any] | None) -> float:
     if codec_meta and codec_meta.get("name") == "pixel":
         return -1.0 / float(codec_meta.get("scale", 0.5))
     return 0.0
-
-
-def expected_masked_frames(n: int, ratio: float) -> int:
-    return min(int(round(n * ratio)), n - 1) if n > 1 else 0
-

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,17 +237,3 @@ def from_preset(name: str, **overrides: Any) -> ModelConfig:
         raise ConfigError(f"unknown model preset {name!r} (known: {', '.join(PRESETS)})")
     values = {**PRESETS[name], "preset": name, **overrides}
     return ModelConfig.from_dict(values, where=f"preset {name}")
-
-
-def param_count(cfg: ModelConfig) -> int:
-    """Parameters of the SAMA model for `cfg` (backbone + type embedding + projector + head)."""
-    d, f, L = cfg.dim, cfg.ffn_dim, cfg.num_layers
-    p = math.prod(cfg.patch_size)
-    block = 4 * (d * d + d) + 4 * (d * d + d) + (d * f + f) + (f * d + d) + 6 * d + 4 * d
-    block += 2 * d if cfg.cross_attn_norm else 0
-    embed = cfg.backbone_in_channels * p * d + d
-    cond = cfg.freq_dim * d + d + d * d + d + d * 6 * d + 6 * d + cfg.text_dim * d + d + d * d + d
-    head = d * cfg.out_channels * p + cfg.out_channels * p + 2 * d
-    s, h = cfg.semantic_dim, cfg.semantic_mlp_hidden
-    sama = 3 * d + (2 * s + s * h + h + h * d + d) + (2 * d + d * s + s)
-    return L * block + embed + cond + head + sama
