@@ -15,10 +15,9 @@ from dataclasses import dataclass
 import torch
 
 from sama_cli.core.errors import ConfigError
+from sama_cli.edit.choices import SCHEDULERS
 from sama_cli.model.flow import cfg_combine, dual_cfg_combine, euler_step, inference_sigmas, timestep_of
 from sama_cli.model.transformer import SamaTransformer
-
-SCHEDULERS = ("euler", "unipc")
 
 
 @dataclass
