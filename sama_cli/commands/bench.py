@@ -37,14 +37,21 @@ def run(
     split: str = typer.Option(None, "--split", help="Only samples of these splits, e.g. test,heldout (toy: train | test | heldout)."),
     baseline: str = typer.Option(None, "--baseline", help="Score the source or the true target instead (toy)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Ignore and do not write the judge cache."),
+    prompt_file: list[str] = typer.Option(None, "--prompt-file", help="The judge's wording from FILE instead of "
+                                          "ours (every category), or CATEGORY=FILE for one category; repeatable. "
+                                          "The report records which wording scored what."),
+    source_dir: str = typer.Option(None, "--source-dir", help="reco: the sources' folder (default ori_videos)."),
+    failed_as: str = typer.Option(None, "--failed-as", help="reco: a judge failure counts as 'zero' (the "
+                                  "release's rule, default) or is 'excluded'."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ) -> None:
     """Score edits on a benchmark and write scores, summaries, a paper-style table and bar charts."""
-    from sama_cli.eval.adapters import fixtures_dir
     from sama_cli.eval.judges import make_judge
     from sama_cli.eval.runner import run as run_bench
+    from sama_cli.eval.vie import fixtures_dir
 
     adapter = _benchmarks().get_adapter(bench)
+    _configure(adapter, prompt_file or [], source_dir, failed_as)
     if data is None:
         if bench != "fixtures":
             raise typer.BadParameter("--data is required for this benchmark")
@@ -73,7 +80,11 @@ def compare(report_a: Path = typer.Argument(..., help="Report folder A."),
     from sama_cli.eval.report import compare as diff
 
     _benchmarks()
+    from sama_cli.eval.report import compare_warnings
+
     rows = diff(report_a, report_b)
+    for warning in compare_warnings(report_a, report_b):
+        err.print(f"[yellow]warning: {warning}[/yellow]")
     table = Table(title=f"{report_b} - {report_a}", show_edge=False)
     for col in ("category", "A", "B", "B - A"):
         table.add_column(col)
@@ -131,6 +142,19 @@ def filter_(
         sys.stdout.write(json.dumps(summary) + "\n")
     if failed:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _configure(adapter, prompt_files: list[str], source_dir: str | None, failed_as: str | None) -> None:
+    """The run's options that belong to one benchmark: wordings, ReCo's sources folder and failure rule."""
+    from sama_cli.core.errors import InputError
+
+    adapter.set_wordings(prompt_files)
+    if (source_dir or failed_as) and adapter.name != "reco":
+        raise InputError("--source-dir and --failed-as apply to reco only")
+    if failed_as not in (None, "zero", "excluded"):
+        raise InputError(f"--failed-as must be zero or excluded, not {failed_as!r}")
+    adapter.source_dir = source_dir
+    adapter.failed_as = failed_as or adapter.failed_as
 
 
 def _benchmarks():

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from sama_cli.core.errors import ConfigError
+from sama_cli.eval.adapters import Request
 
 API_KEY_ENV = "SAMA_JUDGE_API_KEY"  # falls back to OPENAI_API_KEY
 
@@ -101,24 +102,32 @@ class OpenAIJudge:
         return {"type": "json_schema", "json_schema": {"name": "scores", "strict": True, "schema": {
             "type": "object", "properties": props, "required": [*keys, "reason"], "additionalProperties": False}}}
 
+    def messages(self, prompt: str, images: list[np.ndarray], max_side: int, request: Request) -> list[dict]:
+        text = [{"type": "text", "text": prompt}]
+        pictures = [{"type": "image_url", "image_url": {"url": encode_image(im, max_side)}} for im in images]
+        system = [{"role": "system", "content": request.system}] if request.system else []
+        return [*system, {"role": "user", "content": pictures + text if request.images_first else text + pictures}]
+
     def score(self, prompt: str, images: list[np.ndarray], keys: list[str], scale: tuple[float, float],
-              max_side: int = 512) -> JudgeResult:
-        content: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
-        content += [{"type": "image_url", "image_url": {"url": encode_image(im, max_side)}} for im in images]
-        messages = [{"role": "user", "content": content}]
+              max_side: int = 512, request: Request | None = None) -> JudgeResult:
+        request = request or Request()
+        parse = request.parse or (lambda text: parse_scores(text, keys, scale))
+        messages = self.messages(prompt, images, max_side, request)
         result = JudgeResult(scores=None)
         attempt = 0
         while True:
-            strict = self.strict_schema
+            strict = self.strict_schema and request.schema
             result.attempts = attempt + 1
-            kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": 0.0}
+            kwargs: dict[str, Any] = {"model": self.model, "messages": messages}
+            if request.temperature is not None:
+                kwargs["temperature"] = request.temperature
             if strict:
                 kwargs["response_format"] = self._schema(keys, scale)
             try:
                 reply = self.client.chat.completions.create(**kwargs)
                 text = reply.choices[0].message.content or ""
                 result.raw.append(text)
-                result.scores = parse_scores(text, keys, scale)
+                result.scores = parse(text)
                 result.error = None
                 return result
             except (self.openai.BadRequestError, self.openai.UnprocessableEntityError) as e:
@@ -168,16 +177,19 @@ class LocalJudge:
         model.eval()
         return cls(processor, model, name=f"local:{path}", **kwargs)
 
-    def messages(self, prompt: str, n_images: int) -> list[dict]:
-        return [{"role": "user", "content": [*({"type": "image"} for _ in range(n_images)),
-                                             {"type": "text", "text": prompt}]}]
+    def messages(self, prompt: str, n_images: int, request: Request | None = None) -> list[dict]:
+        request = request or Request()
+        system = [{"role": "system", "content": [{"type": "text", "text": request.system}]}] if request.system else []
+        return [*system, {"role": "user", "content": [*({"type": "image"} for _ in range(n_images)),
+                                                      {"type": "text", "text": prompt}]}]
 
-    def generate(self, prompt: str, images: list[np.ndarray], max_side: int = 512) -> str:
+    def generate(self, prompt: str, images: list[np.ndarray], max_side: int = 512, request: Request | None = None) -> str:
         import torch
 
         pictures = [fit_image(i, max_side) for i in images]  # outside the lock: workers resize in parallel
         with self.lock:  # one model, many workers: neither it nor a fast tokenizer may be entered twice at once
-            text = self.processor.apply_chat_template(self.messages(prompt, len(images)), add_generation_prompt=True)
+            chat = self.messages(prompt, len(images), request)
+            text = self.processor.apply_chat_template(chat, add_generation_prompt=True)
             inputs = self.processor(text=[text], images=pictures, return_tensors="pt")
             inputs = inputs.to(self.model.device)
             with torch.no_grad():
@@ -185,14 +197,15 @@ class LocalJudge:
             return self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
 
     def score(self, prompt: str, images: list[np.ndarray], keys: list[str], scale: tuple[float, float],
-              max_side: int = 512) -> JudgeResult:
+              max_side: int = 512, request: Request | None = None) -> JudgeResult:
+        parse = (request.parse if request else None) or (lambda text: parse_scores(text, keys, scale))
         result = JudgeResult(scores=None)
         for attempt in range(self.retries + 1):
             result.attempts = attempt + 1
-            text = self.generate(prompt, images, max_side)
+            text = self.generate(prompt, images, max_side, request)
             result.raw.append(text)
             try:
-                result.scores = parse_scores(text, keys, scale)
+                result.scores = parse(text)
                 result.error = None
                 return result
             except ValueError as e:

@@ -43,21 +43,44 @@ def markdown(adapter: Adapter, summary: dict[str, Any], label: str) -> str:
             lines.append(f"| {name} | " + " | ".join(_fmt(values[k]) for k in cols) + " |")
         lines += ["", adapter.metric_note]
     else:
-        cats = list(adapter.categories)
-        ours = category_values(summary, adapter.headline)
-        lines += ["| method | " + " | ".join(cats) + " |", "|---" * (len(cats) + 1) + "|",
-                  f"| **{label}** | " + " | ".join(_fmt(ours.get(c, float("nan"))) for c in cats) + " |"]
-        for row in adapter.paper_rows:
-            lines.append(f"| {row['method']} | " + " | ".join(_fmt(row.get(c, float("nan"))) for c in cats) + " |")
-        scale = f"{adapter.scale[0]:g}-{adapter.scale[1]:g}"
-        lines += ["", f"Scale {scale}. Published rows: {adapter.paper_source}; the paper's judges differ from "
-                  f"this run's unless the same judge model was used."]
+        lines += _judged_tables(adapter, summary, label)
     if summary["judge"] == NO_JUDGE:
         lines += ["", "No judge was given (--judge): the benchmark's scores are not computed, only the "
                   "weight-free metrics below."]
     if summary.get("metrics"):
         lines += ["", "Weight-free metrics (mean): " + ", ".join(f"{k} {_fmt(v)}" for k, v in summary["metrics"].items())]
     return "\n".join(lines) + "\n"
+
+
+def _judged_tables(adapter: Adapter, summary: dict[str, Any], label: str) -> list[str]:
+    """The benchmark's own table (a row per category and overall; its columns, samples scored and failed),
+    then the paper's rows beside this run's, then which judge and wording scored it."""
+    lines: list[str] = []
+    table = summary.get("table") or {}
+    if table:
+        cols = adapter.columns()
+        titles = [adapter.column_titles.get(c, c) for c in cols]
+        lines += ["| category | " + " | ".join(titles) + " | n | failed |", "|---" * (len(cols) + 3) + "|"]
+        for name, row in table.items():
+            extra = f" ({row['as_zero']} counted as 0)" if row.get("as_zero") else ""
+            lines.append(f"| {name} | " + " | ".join(_fmt(row.get(c, float("nan"))) for c in cols)
+                         + f" | {row['n']} | {row['failed']}{extra} |")
+        lines.append("")
+    cats = list(adapter.categories)
+    ours = category_values(summary, adapter.headline)
+    lines += ["| method | " + " | ".join(cats) + " |", "|---" * (len(cats) + 1) + "|",
+              f"| **{label}** | " + " | ".join(_fmt(ours.get(c, float("nan"))) for c in cats) + " |"]
+    for row in adapter.paper_rows:
+        lines.append(f"| {row['method']} | " + " | ".join(_fmt(row.get(c, float("nan"))) for c in cats) + " |")
+    scale = f"{adapter.scale[0]:g}-{adapter.scale[1]:g}"
+    wordings = sorted(set((summary.get("wording") or {}).values()))
+    lines += ["", f"Scale {scale}. Judge model: {summary['judge']}. Wording: {'; '.join(wordings) or '-'}."]
+    if summary.get("failed_as"):
+        rule = "counted as 0 (the release's rule)" if summary["failed_as"] == "zero" else "left out (--failed-as excluded)"
+        lines.append(f"A judge failure is {rule}; a missing video is left out.")
+    lines.append(f"Published rows: {adapter.paper_source}; the paper's judges differ from this run's unless the same "
+                 "judge model and wording were used.")
+    return lines
 
 
 def write_report(adapter: Adapter, rows: list[dict[str, Any]], summary: dict[str, Any], out: Path,
@@ -113,6 +136,17 @@ def load_summary(report: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise InputError(f"not a bench report ({e})", path=path) from None
+
+
+def compare_warnings(a: Path, b: Path) -> list[str]:
+    """What makes two reports' numbers not comparable as they stand: sample counts, failures, judge, wording."""
+    sa, sb = load_summary(a), load_summary(b)
+    out = []
+    for key, what in (("samples", "scored samples"), ("failed", "failed samples"), ("judge", "judge"),
+                      ("wording", "wording"), ("prompt_version", "prompt version"), ("failed_as", "failure rule")):
+        if sa.get(key) != sb.get(key):
+            out.append(f"the reports differ in {what}: {sa.get(key)} vs {sb.get(key)}")
+    return out
 
 
 def compare(a: Path, b: Path) -> list[dict[str, Any]]:
