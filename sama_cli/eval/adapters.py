@@ -200,6 +200,10 @@ class Adapter:
         paper = [v for c, v in cats.items() if c in self.categories]
         return mean(paper)
 
+    def overall_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The samples the overall row stands for: those of the paper's columns."""
+        return [r for r in rows if r["category"] in self.categories]
+
     def summarize(self, rows: list[dict[str, Any]], failed: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """rows: the scored samples {category, score, scores{...}}; failed: the failed ones. Per category
         its score and a report row (column means, sample and failure counts), then an overall row."""
@@ -208,13 +212,14 @@ class Adapter:
         for r in rows:
             by_cat.setdefault(r["category"], []).append(r)
         order = [c for c in (*self.categories, *self.extra_rows) if c in by_cat or any(f["category"] == c for f in failed)]
-        order += [c for c in by_cat if c not in order]
+        order += [c for c in dict.fromkeys([*by_cat, *(f["category"] for f in failed)]) if c not in order]
         table = {}
         for c in order:
             table[c] = {**self.row_values(by_cat.get(c, [])), "n": len(by_cat.get(c, [])),
                         "failed": sum(1 for f in failed if f["category"] == c)}
         cats = {c: table[c]["score"] for c in order if by_cat.get(c)}
-        table["overall"] = {**self.row_values(rows), "score": self.overall(cats, rows), "n": len(rows),
+        counted = self.overall_rows(rows)
+        table["overall"] = {**self.row_values(counted), "score": self.overall(cats, rows), "n": len(counted),
                             "failed": len(failed)}
         return {"categories": cats, "overall": table["overall"]["score"], "samples": len(rows), "table": table}
 

@@ -193,6 +193,9 @@ class OpenVeBench(Adapter):
         # release: the overall number is the mean over every scored sample (camera_edit's too), not over the types
         return sum(r["score"] for r in rows) / len(rows) if rows else float("nan")
 
+    def overall_rows(self, rows: list[dict]) -> list[dict]:
+        return rows  # release: every scored sample, camera_edit's too
+
     def sample_score(self, scores: dict[str, float], category: str = "") -> float:
         criteria = self.criteria_for(category)
         return sum(capped(scores, criteria).values()) / len(criteria)
