@@ -211,7 +211,7 @@ def test_openve_bench_as_released(tmp_path: Path) -> None:
     assert "benchmark_videos.csv:7: original_video 'videos/nowhere.mp4' found neither" in broken["error"]
     # types, camera_edit in a row of its own, overall the mean over every scored sample (camera's too)
     assert s["categories"] == {"global_style": 4.0, "local_add": pytest.approx(8 / 3), "camera_edit": pytest.approx(5 / 3)}
-    assert s["overall"] == pytest.approx((8 / 3 + 4 + 5 / 3) / 3)
+    assert s["overall"] == pytest.approx((8 / 3 + 4 + 5 / 3) / 3) and s["table"]["overall"]["n"] == 3
     assert s["table"]["local_remove"]["failed"] == 1 and s["table"]["overall"]["failed"] == 3
     # the release's decoding: a system message, temperature 0.7, text before the frames (17 + 17)
     assert add_body["temperature"] == 0.7 and add_body["messages"][0]["role"] == "system"
