@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from sama_cli.core.console import err
-from sama_cli.core.errors import ConfigError, InputError
+from sama_cli.core.errors import ConfigError
 
 
 def _floats(text: str, n: int | None, name: str) -> tuple[float, ...]:
@@ -43,12 +43,38 @@ def perturb(
 ) -> None:
     """Apply a motion-alignment pretext (docs/sama.md §5); records task, parameters, seed and caption prefix."""
     from sama_cli.data.pretext import TASKS
-    from sama_cli.data.pretext_files import mix, perturb_latent_file, perturb_video, record_path, task_options
-    from sama_cli.io.frames import FITS
-    from sama_cli.io.manifest import dumps_rows
+    from sama_cli.data.pretext_files import perturb_file, record_path
 
     if stdout and as_json:
         raise ConfigError("--stdout and --json both write to stdout: choose one")
+    opts = _task_options(fit=fit, ratio=ratio, mask_mode=mask_mode, factors=factors, splits=splits)
+    if mix_manifest is not None:
+        if src is not None or task is not None:
+            raise ConfigError("--mix takes a manifest and an output folder; leave out IN and --task")
+        _mix(mix_manifest, out, seed=seed, task_ratio=task_ratio, opts=opts, fit=fit, lossless=lossless,
+             stdout=stdout, as_json=as_json)
+        return
+    if src is None or task is None:
+        raise ConfigError("give IN and --task (or --mix MANIFEST)")
+    if stdout:
+        raise ConfigError("--stdout writes the rows of --mix's manifest; for one clip, --json prints the record")
+    if task not in TASKS or task == "none":
+        raise ConfigError(f"--task must be cube-inpaint, speed or tube-shuffle, not {task!r}")
+    record = perturb_file(src, out, task, seed, opts[task], fit=fit, lossless=lossless)
+    frames = f", {record['frames_in']} -> {record['frames_out']} frames" if "frames_out" in record else ""
+    where = f", record {record_path(out)}" if record.get("space") == "pixel" else ""
+    err.print(f"[bold]sama perturb[/bold] {task}: {out} ({record.get('space')}{frames}, prefix {record['prefix']!r}"
+              f"{where})")
+    if as_json:
+        sys.stdout.write(json.dumps(record) + "\n")
+
+
+def _task_options(*, fit: str, ratio: float, mask_mode: str, factors: str, splits: str) -> dict[str, dict]:
+    """Check the per-task flags (and --fit, which every task shares); each task's options, by task."""
+    from sama_cli.data.pretext import TASKS
+    from sama_cli.data.pretext_files import task_options
+    from sama_cli.io.frames import FITS
+
     if fit not in FITS:
         raise ConfigError(f"--fit must be one of {', '.join(FITS)}, not {fit!r}")
     if mask_mode not in ("temporal", "cube"):
@@ -59,42 +85,24 @@ def perturb(
     split_t = tuple(int(v) for v in _floats(splits, 3, "--splits"))
     if any(s < 1 for s in split_t):
         raise ConfigError(f"--splits must be at least 1 each, not {splits!r}")
-    opts = {t: task_options(t, ratio=ratio, mask_mode=mask_mode, factors=speed_factors, splits=split_t)
+    return {t: task_options(t, ratio=ratio, mask_mode=mask_mode, factors=speed_factors, splits=split_t)
             for t in TASKS}
-    if mix_manifest is not None:
-        if src is not None or task is not None:
-            raise ConfigError("--mix takes a manifest and an output folder; leave out IN and --task")
-        rows, counts = mix(mix_manifest, out, seed=seed, task_ratio=_floats(task_ratio, 4, "--task-ratio"),
-                           options=opts, fit=fit, lossless=lossless)
-        err.print(f"[bold]sama perturb --mix[/bold]: {len(rows)} rows, tasks {counts} -> {out / 'manifest.jsonl'}")
-        if stdout:
-            sys.stdout.write(dumps_rows(rows, None))
-        if as_json:
-            sys.stdout.write(json.dumps({"rows": len(rows), "tasks": counts, "manifest": str(out / "manifest.jsonl")})
-                             + "\n")
-        return
-    if src is None or task is None:
-        raise ConfigError("give IN and --task (or --mix MANIFEST)")
+
+
+def _mix(manifest: str, out: Path, *, seed: int, task_ratio: str, opts: dict[str, dict], fit: str, lossless: bool,
+         stdout: bool, as_json: bool) -> None:
+    """`--mix`: the stage-0 manifest from a manifest's t2v rows, and its summary."""
+    from sama_cli.data.pretext_files import mix
+    from sama_cli.io.manifest import dumps_rows
+
+    rows, counts = mix(manifest, out, seed=seed, task_ratio=_floats(task_ratio, 4, "--task-ratio"),
+                       options=opts, fit=fit, lossless=lossless)
+    err.print(f"[bold]sama perturb --mix[/bold]: {len(rows)} rows, tasks {counts} -> {out / 'manifest.jsonl'}")
     if stdout:
-        raise ConfigError("--stdout writes the rows of --mix's manifest; for one clip, --json prints the record")
-    if task not in TASKS or task == "none":
-        raise ConfigError(f"--task must be cube-inpaint, speed or tube-shuffle, not {task!r}")
-    if not src.exists():
-        raise InputError("no such file or folder", path=src)
-    if src.suffix == ".safetensors":
-        if out.suffix != ".safetensors":
-            raise ConfigError("latents in, latents out: -o must end in .safetensors")
-        record = perturb_latent_file(src, out, task, seed, opts[task])
-    else:
-        if out.suffix.lower() != ".mp4":
-            raise ConfigError("-o must be an .mp4 file")
-        record = perturb_video(src, out, task, seed, opts[task], fit=fit, lossless=lossless)
-    frames = f", {record['frames_in']} -> {record['frames_out']} frames" if "frames_out" in record else ""
-    where = f", record {record_path(out)}" if record.get("space") == "pixel" else ""
-    err.print(f"[bold]sama perturb[/bold] {task}: {out} ({record.get('space')}{frames}, prefix {record['prefix']!r}"
-              f"{where})")
+        sys.stdout.write(dumps_rows(rows, None))
     if as_json:
-        sys.stdout.write(json.dumps(record) + "\n")
+        sys.stdout.write(json.dumps({"rows": len(rows), "tasks": counts, "manifest": str(out / "manifest.jsonl")})
+                         + "\n")
 
 
 def register(app: typer.Typer) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sama_cli.core.console import progress
-from sama_cli.core.errors import naming
+from sama_cli.core.errors import ConfigError, InputError, naming
 from sama_cli.data.pretext import (
     DEFAULT_TASK_RATIO,
     TASK_PREFIXES,
@@ -63,6 +63,21 @@ def perturb_video(src: Path, dst: Path, task: str, seed: int, options: dict[str,
     write_video(dst, out, video.fps, lossless=lossless)
     atomic_write_text(record_path(dst), json.dumps(record, indent=1) + "\n")
     return record
+
+
+def perturb_file(src: Path, dst: Path, task: str, seed: int, options: dict[str, Any], *, fit: str = "trim",
+                 lossless: bool = True) -> dict:
+    """One input -> its perturbed copy, by what it is: a latent artifact (.safetensors) -> a latent artifact,
+    a video or frame folder -> an MP4 and its record. Returns the record."""
+    if not src.exists():
+        raise InputError("no such file or folder", path=src)
+    if src.suffix == ".safetensors":
+        if dst.suffix != ".safetensors":
+            raise ConfigError("latents in, latents out: -o must end in .safetensors")
+        return perturb_latent_file(src, dst, task, seed, options)
+    if dst.suffix.lower() != ".mp4":
+        raise ConfigError("-o must be an .mp4 file")
+    return perturb_video(src, dst, task, seed, options, fit=fit, lossless=lossless)
 
 
 def perturb_latent_file(src: Path, dst: Path, task: str, seed: int, options: dict[str, Any]) -> dict:
