@@ -1,7 +1,9 @@
 """The `sama` command line: a Typer app whose subcommands are thin wrappers over library functions.
 
 Each module in `sama_cli.commands` exposes `register(app)`; a subcommand is listed in
-`_COMMAND_MODULES` only once it works.
+`_COMMAND_MODULES` only once it works. All of them are imported to build the app, for every command and
+every `--help`: a command module imports torch, diffusers, transformers and the like inside its command
+function, never at the top (tests/test_cli.py checks), so that `sama --help` answers at once.
 """
 
 from __future__ import annotations

@@ -8,14 +8,6 @@ from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from sama_cli.core.distributed import rank
 
@@ -42,6 +34,15 @@ def progress(items: Iterable[T], description: str, total: int | None = None) -> 
     if not show:
         yield from items
         return
+    from rich.progress import (  # here, not at the top: `sama --help` has no bar to draw
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
     columns = [
