@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows: list[dict] = []
     sections = [
+        lambda: optional_rows("sama_cli.perf.startup", "startup_rows", args.quick),
         lambda: optional_rows("sama_cli.perf.forward_speed", "model_overhead_rows", args.quick),
         lambda: optional_rows("sama_cli.perf.train_speed", "train_rows", args.quick),
         lambda: optional_rows("sama_cli.perf.edit_speed", "edit_rows", args.quick),
