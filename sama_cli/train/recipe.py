@@ -126,54 +126,76 @@ def _plain(value: Any) -> Any:
 def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
     """Check/convert a YAML value against a type hint; errors name the key."""
     origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
     if hint is Any:
         return value
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arm in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, arm, key, where)
-            except ConfigError as e:
-                errors.append(e)
-        raise errors[0]
+        return _coerce_union(value, typing.get_args(hint), key, where)
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: {key} must be a mapping, not {type(value).__name__}")
         return _build(hint, value, where, prefix=f"{key}.")
     if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: {key} must be a list, not {type(value).__name__}")
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ConfigError(f"{where}: {key} must have {len(args)} entries")
-            return tuple(_coerce(v, a, f"{key}[{i}]", where) for i, (v, a) in enumerate(zip(value, args, strict=True)))
-        inner = args[0] if args else Any
-        return type(value)(_coerce(v, inner, f"{key}[{i}]", where) for i, v in enumerate(value)) if origin is list \
-            else tuple(_coerce(v, inner, f"{key}[{i}]", where) for i, v in enumerate(value))
+        return _coerce_sequence(value, origin, typing.get_args(hint), key, where)
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: {key} must be a mapping")
         return dict(value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: {key} must be true or false, not {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: {key} must be an integer, not {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: {key} must be a number, not {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: {key} must be a string, not {value!r}")
-        return value
+    scalar = _SCALARS.get(hint) if isinstance(hint, type) else None
+    return value if scalar is None else scalar(value, key, where)
+
+
+def _coerce_union(value: Any, args: tuple, key: str, where: str) -> Any:
+    """`X | None` and other unions: None where allowed, else the first arm that accepts the value (the
+    first arm's error when none does)."""
+    if value is None and type(None) in args:
+        return None
+    errors = []
+    for arm in (a for a in args if a is not type(None)):
+        try:
+            return _coerce(value, arm, key, where)
+        except ConfigError as e:
+            errors.append(e)
+    raise errors[0]
+
+
+def _coerce_sequence(value: Any, origin: type, args: tuple, key: str, where: str) -> Any:
+    """`list[X]`, `tuple[X, ...]` and fixed-length `tuple[X, Y]`, element by element."""
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{where}: {key} must be a list, not {type(value).__name__}")
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: {key} must have {len(args)} entries")
+        return tuple(_coerce(v, a, f"{key}[{i}]", where) for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    inner = args[0] if args else Any
+    items = (_coerce(v, inner, f"{key}[{i}]", where) for i, v in enumerate(value))
+    return type(value)(items) if origin is list else tuple(items)
+
+
+def _coerce_bool(value: Any, key: str, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: {key} must be true or false, not {value!r}")
     return value
+
+
+def _coerce_int(value: Any, key: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where}: {key} must be an integer, not {value!r}")
+    return value
+
+
+def _coerce_float(value: Any, key: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where}: {key} must be a number, not {value!r}")
+    return float(value)
+
+
+def _coerce_str(value: Any, key: str, where: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: {key} must be a string, not {value!r}")
+    return value
+
+
+_SCALARS = {bool: _coerce_bool, int: _coerce_int, float: _coerce_float, str: _coerce_str}
 
 
 def _build(cls: type, data: dict[str, Any], where: str, prefix: str = "") -> Any:
