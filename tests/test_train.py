@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import subprocess
@@ -20,6 +21,7 @@ from sama_cli.train import checkpoint as ckpt
 from sama_cli.train import loop as sama_train
 from sama_cli.train.loop import MicroBatch, lr_at, train
 from sama_cli.train.recipe import load_recipe
+from sama_cli.train.state import SkipPolicy
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -271,8 +273,7 @@ def test_huge_grad_norm_skips_leave_the_weights_and_are_counted_apart(tmp_path: 
 
 def test_loss_spike_skips_are_bounded_and_leave_the_weights(tmp_path: Path, monkeypatch) -> None:
     manifest = write_artifact_manifest(tmp_path / "data")
-    monkeypatch.setattr(sama_train, "SPIKE_WARMUP", 2)
-    monkeypatch.setattr(sama_train, "MAX_SPIKE_SKIPS", 2)
+    monkeypatch.setattr(sama_train, "SkipPolicy", functools.partial(SkipPolicy, warmup=2, max_spike_skips=2))
     spiky = {"optim.skip_loss_spike": 0.001, "train.save_every": 100}  # every loss after warm-up is a "spike"
     run(manifest, tmp_path / "long", 8, **spiky)
     # steps 0-1 taken; 2-3 skipped; 4 taken (the mean restarts from its loss); 5-6 skipped; 7 taken

@@ -1,9 +1,12 @@
 """`sama train`: two-stage SAMA training (docs/sama.md §5-§6), the same code on two CPU cores and on a
 cluster.
 
-The loop reads top to bottom: batch -> noise -> forward -> loss -> backward -> clip -> (skip?) ->
-step -> EMA -> log -> checkpoint. Data order and noise are pure functions of (seed, step), so a run
-resumed from a checkpoint ends with exactly the weights of an uninterrupted one.
+In four parts, as torchtitan's train.py: `build` (processes, model, parallelism, optimizer, EMA, skip
+policy, data), `train_step` (batch -> noise -> forward -> loss -> backward -> clip -> skip or step ->
+EMA), the loop in `train` (step -> log -> checkpoint), and `export`. The EMA and the skip policy are
+objects of their own (sama_cli/train/state.py) saved with every checkpoint. Data order and noise are pure
+functions of (seed, step), so a run resumed from a checkpoint ends with exactly the weights of an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -31,14 +33,7 @@ from sama_cli.model.weights import load_model, save_checkpoint, save_release
 from sama_cli.train import checkpoint as ckpt
 from sama_cli.train.parallel import choose_parallel, unwrap, wrap
 from sama_cli.train.recipe import Recipe, check_files
-
-LOSS_MEAN_DECAY = 0.99  # running mean used by loss-spike skipping
-SPIKE_WARMUP = 20  # steps before spike skipping starts
-# The running mean follows taken steps only, so a loss that settles above skip_loss_spike x the mean would
-# be skipped forever. A loss still that high after this many spike skips since the last taken step is a
-# new level, not a spike: the step is taken and the mean restarts from its loss.
-MAX_SPIKE_SKIPS = 10
-SKIP_COUNTERS = ("skipped", "skipped_nonfinite", "skipped_gradnorm", "skipped_spike")
+from sama_cli.train.state import EMA, SKIP_COUNTERS, SkipPolicy
 
 
 @dataclass
@@ -154,19 +149,54 @@ def fill_sharded_from_rank0(net: torch.nn.Module, full_sd: dict[str, torch.Tenso
     set_model_state_dict(net, full_sd, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
 
 
-def train(recipe: Recipe, *, on_log=None) -> TrainResult:
-    t_start = time.perf_counter()
+@dataclass
+class Run:
+    """Everything `build` makes for one training run: the loop, the checkpoint and the export use it."""
+
+    recipe: Recipe
+    d: Dist
+    out: Path
+    net: torch.nn.Module  # the model as trained: plain, DDP-wrapped, or FSDP2-sharded in place
+    config: ModelConfig
+    mode: str  # none | ddp | fsdp
+    params: list[torch.nn.Parameter]  # the trainable parameters, in the optimizer's order
+    optimizer: torch.optim.Optimizer
+    ema: EMA
+    policy: SkipPolicy
+    dataset: ArtifactDataset
+    sampler: BucketSampler
+    autocast: contextlib.AbstractContextManager
+    timing: dict[str, float] = field(default_factory=lambda: {"data": 0.0, "compute": 0.0, "optimizer": 0.0})
+    tasks: Counter[str] = field(default_factory=Counter)  # on-the-fly pretext draws of this run
+
+    @property
+    def device(self) -> torch.device:
+        return self.d.device
+
+
+@dataclass
+class StepOutput:
+    """What one optimizer step reports to the log."""
+
+    parts: dict[str, float]  # loss, loss_fm, loss_sem of this rank, averaged over the micro-batches
+    loss: float  # the total loss averaged over the ranks: what the skip policy judges
+    lr: float
+    grad_norm: float
+    samples: int  # samples this rank trained on
+    skip: str | None  # why the step was skipped, None when it was taken
+
+
+def build(recipe: Recipe) -> Run:
+    """Processes, model, parallelism, optimizer, EMA, skip policy and data, as the recipe says."""
     check_files(recipe)
     T = recipe.train
     d = setup(resolve_device(T.device))
     device = d.device
     bf16 = T.precision == "bf16" or (T.precision == "auto" and device.type == "cuda")
     out = Path(T.out_dir)
-    ckpt_root = out / "checkpoints"
     if d.is_main:
         out.mkdir(parents=True, exist_ok=True)
 
-    # ---- model, parallelism, optimizer, EMA ------------------------------------------------------
     model, mode = build_and_choose(recipe, d)
     config = model.config
     model.enable_gradient_checkpointing(recipe.model.gradient_checkpointing)
@@ -183,10 +213,8 @@ def train(recipe: Recipe, *, on_log=None) -> TrainResult:
     o = recipe.optim
     optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,
                                   fused=device.type == "cuda")
-    ema = {n: p.detach().clone() for n, p in unwrap(net).named_parameters() if p.requires_grad}
-    ema_params = [p for n, p in unwrap(net).named_parameters() if p.requires_grad]
+    ema = EMA(unwrap(net).named_parameters(), T.ema_decay, T.ema_start)
 
-    # ---- data --------------------------------------------------------------------------------------
     dataset = ArtifactDataset(recipe.data.manifests, need_anchors=T.semantic, weights=recipe.data.weights or None,
                               splits=recipe.data.splits or None, kinds=recipe.data.kinds or None,
                               lazy=recipe.data.lazy)
@@ -194,152 +222,175 @@ def train(recipe: Recipe, *, on_log=None) -> TrainResult:
                             seed=T.seed, rank=d.rank, world=d.world, image_ratio=recipe.data.image_ratio)
     info(f"{recipe.name}: {model.num_parameters() / 1e6:.2f}M params, {len(dataset)} rows in "
          f"{len(dataset.buckets)} buckets, parallel={mode}, world={d.world}, device={device}")
-
-    # ---- resume ------------------------------------------------------------------------------------
-    state: dict[str, Any] = {"loss_mean": None, "spike_streak": 0, **dict.fromkeys(SKIP_COUNTERS, 0)}
-    start = 0
-    last = ckpt.latest(ckpt_root) if T.resume else None
-    if last is not None:
-        state.update(ckpt.load(last, net, optimizer, ema, d))
-        start = state.pop("step")
-        saved_world = state.pop("world", d.world)
-        info(f"resumed from {last} at step {start}")
-        if saved_world != d.world and d.is_main:  # the sampler's global batch and noise streams follow the world
-            warn(f"{last} was saved by {saved_world} processes, resuming on {d.world}: data order and noise will "
-                 "differ from an uninterrupted run (world size changed)")
-
-    metrics_path = out / "metrics.jsonl"
-    if d.is_main:
-        trim_metrics(metrics_path, start)
-    metrics = open(metrics_path, "a") if d.is_main else None  # noqa: SIM115 - closed at the end
-    board = tensorboard_writer(out / "tensorboard", start + 1) if d.is_main and T.tensorboard else None
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 and mode != "fsdp" else contextlib.nullcontext()
-    timing = {"data": 0.0, "compute": 0.0, "optimizer": 0.0}
-    tasks: Counter[str] = Counter()  # on-the-fly pretext draws of this run
-    loss_value = float("nan")
-    step = start
-    since_log = {"t": time.perf_counter(), "steps": 0, "samples": 0}  # for s/step and samples/s in the log
+    return Run(recipe=recipe, d=d, out=out, net=net, config=config, mode=mode, params=params, optimizer=optimizer,
+               ema=ema, policy=SkipPolicy(o.skip_grad_norm, o.skip_loss_spike), dataset=dataset, sampler=sampler,
+               autocast=autocast)
+
+
+def resume(run: Run) -> int:
+    """Restore weights, optimizer, EMA, skip policy and RNG from the newest checkpoint (when the recipe
+    resumes and there is one); the step to continue from."""
+    last = ckpt.latest(run.out / "checkpoints") if run.recipe.train.resume else None
+    if last is None:
+        return 0
+    trainer = ckpt.load(last, run.net, run.optimizer, run.ema.state_dict(), run.d)
+    run.policy.load_state_dict(trainer)
+    start, saved_world = trainer["step"], trainer.get("world", run.d.world)
+    info(f"resumed from {last} at step {start}")
+    if saved_world != run.d.world and run.d.is_main:  # the sampler's global batch and noise streams follow the world
+        warn(f"{last} was saved by {saved_world} processes, resuming on {run.d.world}: data order and noise will "
+             "differ from an uninterrupted run (world size changed)")
+    return start
+
+
+def train_step(run: Run, step: int) -> StepOutput:
+    """One optimizer step: accumulate the micro-batches' gradients, clip, then skip or step and update
+    the EMA."""
+    recipe, o, T, device = run.recipe, run.recipe.optim, run.recipe.train, run.device
+    lr = lr_at(step, recipe)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    t0 = time.perf_counter()
+    parts_sum = {"loss": 0.0, "loss_fm": 0.0, "loss_sem": 0.0}
+    n_samples = 0
+    for micro in range(o.accumulate):
+        # -- batch and noise: pure functions of (seed, step, micro, rank)
+        tick = step * o.accumulate + micro
+        mb = draw_micro_batch(run.dataset, run.sampler, recipe, tick, run.d, run.config.text_len, device)
+        if recipe.data.pretext_on_the_fly:
+            run.tasks[mb.task] += 1
+        run.timing["data"] += time.perf_counter() - t0
+        # -- forward, loss, backward
+        t1 = time.perf_counter()
+        with run.autocast:
+            pred = run.net(mb.x_t, timestep_of(mb.sigma).to(device), mb.text, source_latents=mb.source,
+                           semantic_latents=mb.sem_in)
+        parts = sama_loss(pred.video, mb.velocity, pred.semantic, mb.sem_target, T.semantic_weight)
+        # k micro-batches of b, each loss divided by k: the gradient of one batch of k*b
+        (parts.total / o.accumulate).backward()
+        for k, v in parts.as_floats().items():
+            parts_sum[k] += v / o.accumulate
+        n_samples += len(mb)
+        run.timing["compute"] += time.perf_counter() - t1
+        t0 = time.perf_counter()
+
+    # -- clip, skip or step, EMA
+    t2 = time.perf_counter()
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.params, o.grad_clip)
+    grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+    loss = float(all_reduce_mean(torch.tensor(parts_sum["loss"], device=device)))
+    verdict = run.policy.judge(step, loss, grad_norm)
+    if verdict.skip is None:
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        run.ema.update(step)
+    else:
+        run.optimizer.zero_grad(set_to_none=True)
+    if verdict.message is not None and run.d.is_main:
+        warn(f"step {step}: {verdict.message}")
+    run.timing["optimizer"] += time.perf_counter() - t2
+    return StepOutput(parts=parts_sum, loss=loss, lr=lr, grad_norm=grad_norm, samples=n_samples, skip=verdict.skip)
+
+
+class MetricsLog:
+    """The logged steps' rows in metrics.jsonl (and TensorBoard), written by rank 0, with the time per
+    step and the throughput since the previous row."""
+
+    def __init__(self, run: Run, start: int, t_start: float, on_log=None):
+        T = run.recipe.train
+        self.run, self.start, self.t_start, self.on_log = run, start, t_start, on_log
+        self.path = run.out / "metrics.jsonl"
+        if run.d.is_main:
+            trim_metrics(self.path, start)
+        self.file = open(self.path, "a") if run.d.is_main else None  # noqa: SIM115 - closed by close()
+        self.board = tensorboard_writer(run.out / "tensorboard", start + 1) if run.d.is_main and T.tensorboard else None
+        self.since = {"t": time.perf_counter(), "steps": 0, "samples": 0}  # for s/step and samples/s
+
+    def step(self, done: int, out: StepOutput) -> None:
+        """After step `done - 1`: count it, and write a row when it is a logged step."""
+        run, T = self.run, self.run.recipe.train
+        self.since["steps"] += 1
+        self.since["samples"] += out.samples * run.d.world
+        if self.file is None or not (done % T.log_every == 0 or done == T.steps or done == self.start + 1):
+            return
+        now = time.perf_counter()
+        seconds = max(now - self.since["t"], 1e-9)
+        record = {"step": done, **out.parts, "loss": out.loss, "lr": out.lr, "grad_norm": out.grad_norm,
+                  "samples": out.samples * run.d.world, **run.policy.counts,
+                  "step_time": seconds / self.since["steps"], "samples_per_s": self.since["samples"] / seconds,
+                  **({"pretext_tasks": dict(run.tasks)} if run.tasks else {}),
+                  "time": now - self.t_start}
+        self.since.update(t=now, steps=0, samples=0)
+        self.file.write(json.dumps(record) + "\n")
+        if self.board is not None:
+            for key in ("loss", "loss_fm", "loss_sem", "lr", "grad_norm", "step_time", "samples_per_s", *SKIP_COUNTERS):
+                self.board.add_scalar(f"train/{key}", record[key], done)
+        self.file.flush()
+        if self.on_log is not None:
+            self.on_log(record)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        if self.board is not None:
+            self.board.close()
+
+
+def save(run: Run, done: int) -> None:
+    """A checkpoint after `done` steps: weights, optimizer, EMA, skip policy, RNG, recipe."""
+    T = run.recipe.train
+    ckpt.save(run.out / "checkpoints", done, run.net, run.optimizer, run.ema.state_dict(), run.policy.state_dict(),
+              run.d, run.recipe.to_yaml(), T.keep_last)
+
+
+def export(run: Run) -> dict[str, str]:
+    """Consolidated inference checkpoints of the raw weights and the EMA (a collective under FSDP2;
+    rank 0 writes), the resolved recipe and the loss curve."""
+    recipe, T, out = run.recipe, run.recipe.train, run.out
+    exported: dict[str, str] = {}
+    full = ckpt.full_model_state(run.net)
+    full_ema = ckpt.full_tensors(run.ema.state_dict())
+    if not run.d.is_main:
+        return exported
+    config = run.config.replace(extra={**run.config.extra, "semantic_anchoring": T.semantic})
+    provenance = {"recipe": recipe.name, "stage": recipe.stage, "steps": T.steps, **run.dataset.provenance}
+    exported["model"] = str(save_checkpoint(full, out / "export" / "model", config=config, meta=provenance))
+    ema_sd = {**full, **full_ema}
+    exported["ema"] = str(save_checkpoint(ema_sd, out / "export" / "ema", config=config,
+                                          meta={**provenance, "ema_decay": T.ema_decay}))
+    if T.export_release:  # runs in the authors' inference code and the ComfyUI node as it is
+        exported["ema_release"] = str(save_release(ema_sd, config, out / "export" / "ema_release.safetensors"))
+    atomic_write_text(out / "recipe.yaml", recipe.to_yaml())
+    plot_losses(out / "metrics.jsonl", out / "loss.png")
+    return exported
+
+
+def train(recipe: Recipe, *, on_log=None) -> TrainResult:
+    """Build, resume, run `train_step` up to `train.steps` (logging and checkpointing as the recipe says),
+    export. `on_log(row)` is called on rank 0 with every metrics row."""
+    t_start = time.perf_counter()
+    run = build(recipe)
+    T = recipe.train
+    start = resume(run)
+    log = MetricsLog(run, start, t_start, on_log)
+    loss = float("nan")
     try:
         for step in range(start, T.steps):
-            lr = lr_at(step, recipe)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            t0 = time.perf_counter()
-            parts_sum = {"loss": 0.0, "loss_fm": 0.0, "loss_sem": 0.0}
-            n_samples = 0
-            for micro in range(o.accumulate):
-                # -- batch and noise: pure functions of (seed, step, micro, rank)
-                tick = step * o.accumulate + micro
-                mb = draw_micro_batch(dataset, sampler, recipe, tick, d, config.text_len, device)
-                if recipe.data.pretext_on_the_fly:
-                    tasks[mb.task] += 1
-                timing["data"] += time.perf_counter() - t0
-                # -- forward, loss, backward
-                t1 = time.perf_counter()
-                with autocast:
-                    pred = net(mb.x_t, timestep_of(mb.sigma).to(device), mb.text, source_latents=mb.source,
-                               semantic_latents=mb.sem_in)
-                parts = sama_loss(pred.video, mb.velocity, pred.semantic, mb.sem_target, T.semantic_weight)
-                # k micro-batches of b, each loss divided by k: the gradient of one batch of k*b
-                (parts.total / o.accumulate).backward()
-                for k, v in parts.as_floats().items():
-                    parts_sum[k] += v / o.accumulate
-                n_samples += len(mb)
-                timing["compute"] += time.perf_counter() - t1
-                t0 = time.perf_counter()
-
-            # -- clip, skip or step, EMA
-            t2 = time.perf_counter()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, o.grad_clip)
-            grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
-            loss_value = float(all_reduce_mean(torch.tensor(parts_sum["loss"], device=device)))
-            mean = state["loss_mean"]
-            spike = (mean is not None and step >= SPIKE_WARMUP
-                     and loss_value > o.skip_loss_spike * mean)
-            skip = None
-            if not math.isfinite(grad_norm) or not math.isfinite(loss_value):
-                skip = "nonfinite"
-            elif grad_norm > o.skip_grad_norm:
-                skip = "gradnorm"
-            elif spike and state["spike_streak"] < MAX_SPIKE_SKIPS:
-                skip = "spike"
-            if skip is not None:
-                optimizer.zero_grad(set_to_none=True)
-                state["skipped"] += 1
-                state[f"skipped_{skip}"] += 1
-                if skip == "spike":
-                    state["spike_streak"] += 1
-                if d.is_main:
-                    why = {"nonfinite": "non-finite loss or grad norm", "gradnorm": "grad norm too large",
-                           "spike": "loss spike"}[skip]
-                    warn(f"step {step}: skipped ({why}: loss {loss_value:.4g}, running mean {mean or 0:.4g}, "
-                         f"grad norm {grad_norm:.4g})")
-            else:
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                with torch.no_grad():
-                    decay = 0.0 if step < T.ema_start else T.ema_decay
-                    torch._foreach_lerp_(list(ema.values()), ema_params, 1.0 - decay)
-                if spike:  # still high after MAX_SPIKE_SKIPS skips: the new level
-                    if d.is_main:
-                        warn(f"step {step}: loss {loss_value:.4g} stayed above {o.skip_loss_spike:g}x its running "
-                             f"mean for {MAX_SPIKE_SKIPS} skips; step taken, the mean restarts from it")
-                    state["loss_mean"] = loss_value
-                else:
-                    state["loss_mean"] = (loss_value if mean is None
-                                          else LOSS_MEAN_DECAY * mean + (1 - LOSS_MEAN_DECAY) * loss_value)
-                state["spike_streak"] = 0
-            timing["optimizer"] += time.perf_counter() - t2
-
-            # -- log
+            out = train_step(run, step)
+            loss = out.loss
             done = step + 1
-            since_log["steps"] += 1
-            since_log["samples"] += n_samples * d.world
-            if d.is_main and (done % T.log_every == 0 or done == T.steps or done == start + 1):
-                now = time.perf_counter()
-                seconds = max(now - since_log["t"], 1e-9)
-                record = {"step": done, **parts_sum, "loss": loss_value, "lr": lr, "grad_norm": grad_norm,
-                          "samples": n_samples * d.world, **{k: state[k] for k in SKIP_COUNTERS},
-                          "step_time": seconds / since_log["steps"], "samples_per_s": since_log["samples"] / seconds,
-                          **({"pretext_tasks": dict(tasks)} if tasks else {}),
-                          "time": now - t_start}
-                since_log.update(t=now, steps=0, samples=0)
-                metrics.write(json.dumps(record) + "\n")
-                if board is not None:
-                    for key in ("loss", "loss_fm", "loss_sem", "lr", "grad_norm", "step_time", "samples_per_s",
-                                *SKIP_COUNTERS):
-                        board.add_scalar(f"train/{key}", record[key], done)
-                metrics.flush()
-                if on_log is not None:
-                    on_log(record)
-            # -- checkpoint
+            log.step(done, out)
             if done % T.save_every == 0 or done == T.steps:
-                ckpt.save(ckpt_root, done, net, optimizer, ema, state, d, recipe.to_yaml(), T.keep_last)
+                save(run, done)
     finally:
-        if metrics is not None:
-            metrics.close()
-        if board is not None:
-            board.close()
-
-    # ---- export a consolidated inference checkpoint: raw weights and EMA ------------------------------
-    export: dict[str, str] = {}
-    full = ckpt.full_model_state(net)
-    full_ema = ckpt.full_tensors(ema)
-    if d.is_main:
-        config = config.replace(extra={**config.extra, "semantic_anchoring": T.semantic})
-        provenance = {"recipe": recipe.name, "stage": recipe.stage, "steps": T.steps, **dataset.provenance}
-        export["model"] = str(save_checkpoint(full, out / "export" / "model", config=config, meta=provenance))
-        ema_sd = {**full, **full_ema}
-        export["ema"] = str(save_checkpoint(ema_sd, out / "export" / "ema", config=config,
-                                            meta={**provenance, "ema_decay": T.ema_decay}))
-        if T.export_release:  # runs in the authors' inference code and the ComfyUI node as it is
-            export["ema_release"] = str(save_release(ema_sd, config, out / "export" / "ema_release.safetensors"))
-        atomic_write_text(out / "recipe.yaml", recipe.to_yaml())
-        plot_losses(metrics_path, out / "loss.png")
+        log.close()
+    exported = export(run)
     teardown()
     ran = max(1, T.steps - start)
-    return TrainResult(out_dir=out, steps=T.steps, final_loss=loss_value, skipped=state["skipped"], export=export,
-                       seconds=time.perf_counter() - t_start, timing={k: v / ran for k, v in timing.items()})
+    return TrainResult(out_dir=run.out, steps=T.steps, final_loss=loss, skipped=run.policy.counts["skipped"],
+                       export=exported, seconds=time.perf_counter() - t_start,
+                       timing={k: v / ran for k, v in run.timing.items()})
 
 
 def trim_metrics(path: Path, step: int) -> None:
