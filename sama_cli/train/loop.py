@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from sama_cli.core.console import info, warn
-from sama_cli.core.distributed import Dist, all_reduce_mean, broadcast_object, setup, teardown
+from sama_cli.core.distributed import Dist, all_reduce_mean, setup, teardown
 from sama_cli.core.runtime import resolve_device
 from sama_cli.data.dataset import ArtifactDataset, BucketSampler, collate, pretext_on_the_fly, step_generator
 from sama_cli.io.artifacts import atomic_write_text
@@ -31,7 +31,7 @@ from sama_cli.model.flow import add_noise, sama_loss, sample_training_sigmas, ti
 from sama_cli.model.transformer import SamaTransformer, build_model
 from sama_cli.model.weights import load_model, save_checkpoint, save_release
 from sama_cli.train import checkpoint as ckpt
-from sama_cli.train.parallel import choose_parallel, unwrap, wrap
+from sama_cli.train.parallel import build_and_choose, fill_sharded_from_rank0, unwrap, wrap
 from sama_cli.train.recipe import Recipe, check_files
 from sama_cli.train.state import EMA, SKIP_COUNTERS, SkipPolicy
 
@@ -114,41 +114,6 @@ def build_for_training(recipe: Recipe) -> SamaTransformer:
     return build_model(from_preset(m.preset, **m.overrides), seed=recipe.train.seed)
 
 
-def build_and_choose(recipe: Recipe, d) -> tuple[SamaTransformer, str]:
-    """The model and the parallel mode. Under FSDP only rank 0 reads the weights into CPU memory; the
-    other ranks build the same model on the meta device (no memory) and receive their shards from rank 0
-    after sharding (`fill_sharded_from_rank0`): host RAM holds one copy of the model, not one per rank."""
-    if not d.enabled:
-        model = build_for_training(recipe)
-        return model, choose_parallel(recipe.train.parallel, d, model.num_parameters())
-    model = build_for_training(recipe) if d.is_main else None
-    config_dict, n_params = broadcast_object((model.config.to_dict(), model.num_parameters()) if d.is_main else None)
-    mode = choose_parallel(recipe.train.parallel, d, n_params)
-    if model is None:
-        if mode == "fsdp":
-            with torch.device("meta"):
-                model = SamaTransformer(ModelConfig.from_dict(config_dict))
-        else:
-            model = build_for_training(recipe)  # DDP keeps a full replica on every rank
-    return model, mode
-
-
-def fill_sharded_from_rank0(net: torch.nn.Module, full_sd: dict[str, torch.Tensor], d) -> None:
-    """After fully_shard: give every rank its shards of rank 0's weights. Ranks built on meta first get
-    real (uninitialised) storage and their RoPE tables, which are computed, not stored."""
-    from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-    if any(p.is_meta for p in net.parameters()) or any(b.is_meta for b in net.buffers()):
-        net.to_empty(device=d.device)
-        cfg = net.config
-        fresh = WanRotaryPosEmbed(cfg.head_dim, cfg.patch_size, cfg.rope_max_seq_len)
-        with torch.no_grad():
-            for (_, buf), (_, value) in zip(net.backbone.rope.named_buffers(), fresh.named_buffers(), strict=True):
-                buf.copy_(value)
-    set_model_state_dict(net, full_sd, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
-
-
 @dataclass
 class Run:
     """Everything `build` makes for one training run: the loop, the checkpoint and the export use it."""
@@ -197,7 +162,7 @@ def build(recipe: Recipe) -> Run:
     if d.is_main:
         out.mkdir(parents=True, exist_ok=True)
 
-    model, mode = build_and_choose(recipe, d)
+    model, mode = build_and_choose(lambda: build_for_training(recipe), recipe.train.parallel, d)
     config = model.config
     model.enable_gradient_checkpointing(recipe.model.gradient_checkpointing)
     if mode != "fsdp":
