@@ -13,13 +13,13 @@ import pytest
 import torch
 from conftest import REAL_FIXTURES
 
-from sama_cli.edit.editor import EditSettings
+from sama_cli.edit.editor import EditRequest, EditSettings, ModelDefaults
 from sama_cli.edit.loading import load_editor
 from sama_cli.edit.sampler import SamplingConfig
 from sama_cli.io.video import probe, read_video, resize_frames, write_video
 from sama_cli.model.config import from_preset
 from sama_cli.model.text_encoder import save_tiny_text_encoder
-from sama_cli.model.transformer import build_model
+from sama_cli.model.transformer import SamaTransformer, build_model
 from sama_cli.model.vae import tiny_vae
 from sama_cli.model.weights import export_release, save_checkpoint
 
@@ -206,3 +206,81 @@ def test_default_working_size_is_the_release_bucket() -> None:
     assert working_size(32, 64, EditSettings()) == (448, 896)
     assert working_size(32, 64, EditSettings(bucket=False)) == (32, 64)
     assert working_size(32, 64, EditSettings(size=(64, 128))) == (64, 128)
+
+
+def contexts_seen(monkeypatch) -> list[torch.Tensor]:
+    """The text context (B, L, D) of every DiT forward from now on."""
+    seen: list[torch.Tensor] = []
+    forward = SamaTransformer.forward
+
+    def spy(self, latents, timestep, context, *args, **kwargs):
+        seen.append(context.detach().clone())
+        return forward(self, latents, timestep, context, *args, **kwargs)
+
+    monkeypatch.setattr(SamaTransformer, "forward", spy)
+    return seen
+
+
+def cli(*args) -> dict:
+    """`sama edit ... --json` in this process; its JSON summary."""
+    from typer.testing import CliRunner
+
+    from sama_cli.cli import app
+
+    res = CliRunner().invoke(app, ["edit", *map(str, args), "--json"])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_null_negative_guides_against_an_all_zero_context(kit, tmp_path: Path, monkeypatch) -> None:
+    """--null-negative: with guidance the unconditional half of each batched DiT call sees an all-zero
+    text context (what data.drop_text trains on), not the encoded negative prompt; the prompt half is
+    unchanged."""
+    seen = contexts_seen(monkeypatch)
+    flags = ["--model", kit["ckpt"], *FAST, "--guidance", "3"]
+    cli(CLIP, "remove the cup", "-o", tmp_path / "null.mp4", *flags, "--null-negative")
+    null, seen[:] = list(seen), []
+    cli(CLIP, "remove the cup", "-o", tmp_path / "prompt.mp4", *flags)
+    assert len(null) == len(seen) == 2  # two steps, both branches in one batch
+    for with_null, with_prompt in zip(null, seen, strict=True):
+        assert with_null.shape[0] == 2 and with_null[0].abs().sum() > 0
+        assert torch.equal(with_null[1], torch.zeros_like(with_null[1]))
+        assert torch.equal(with_null[0], with_prompt[0])
+        assert with_prompt[1].abs().sum() > 0  # without the flag: the encoded "[Video edit]"
+
+
+def test_what_the_checkpoint_records_is_used_unless_an_option_is_given(kit, tmp_path: Path, monkeypatch) -> None:
+    """A checkpoint that records a working size and a sampler (as the embedded toy model does) edits with
+    them when no option is given; each option given wins. Guidance 1 is one DiT call a step, batch 1."""
+    meta = {"codec": str(kit["ckpt"] / "vae"), "text_encoder": str(kit["ckpt"]), "working_size": [32, 64],
+            "sampling": {"steps": 3, "guidance": 1.0}}
+    model = build_model(from_preset("tiny", text_len=512, semantic_local_grid=8), seed=0)
+    recorded = save_checkpoint(model, tmp_path / "recorded", meta=meta)
+    seen = contexts_seen(monkeypatch)
+    quick = ["--model", recorded, "--max-frames", "5", "--device", "cpu"]
+    summary = cli(CLIP, "remove the cup", "-o", tmp_path / "a.mp4", *quick)
+    assert summary["steps"] == 3 and summary["size"] == [32, 64]
+    assert [c.shape[0] for c in seen] == [1, 1, 1]
+    seen[:] = []
+    summary = cli(CLIP, "remove the cup", "-o", tmp_path / "b.mp4", *quick, "--steps", "2", "--size", "64x32",
+                  "--guidance", "4")
+    assert summary["steps"] == 2 and summary["size"] == [64, 32]
+    assert [c.shape[0] for c in seen] == [2, 2]
+
+
+def test_resolve_takes_the_option_else_the_record_else_the_release() -> None:
+    toy = ModelDefaults.from_meta({"working_size": [32, 32], "sampling": {"steps": 20, "guidance": 1, "shift": 3}})
+    assert toy == ModelDefaults(working_size=(32, 32), steps=20, guidance=1.0, shift=3.0)
+    sampling, settings = EditRequest().resolve(toy)
+    assert (sampling.steps, sampling.guidance, sampling.shift, settings.size, settings.bucket) == (20, 1.0, 3.0, (32, 32), True)
+    sampling, settings = EditRequest(steps=4, guidance=2.5, size=(64, 96)).resolve(toy)
+    assert (sampling.steps, sampling.guidance, sampling.shift, settings.size) == (4, 2.5, 3.0, (64, 96))
+    # --bucket / --native: the clip decides the size, not the record
+    assert EditRequest(bucket=True).resolve(toy)[1].size is None
+    _, native = EditRequest(bucket=False).resolve(toy)
+    assert native.size is None and native.bucket is False
+    # a checkpoint that records nothing (release weights): the release's 50 steps, guidance 5, shift 5, bucket
+    sampling, settings = EditRequest().resolve(ModelDefaults.from_meta({}))
+    assert (sampling.steps, sampling.guidance, sampling.shift, settings.size, settings.bucket) == (50, 5.0, 5.0, None, True)
+    assert (sampling.scheduler, sampling.seed, settings.negative_prompt, settings.max_frames) == ("euler", 1, "[Video edit]", 81)
+

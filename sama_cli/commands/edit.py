@@ -1,20 +1,19 @@
-"""`sama edit IN INSTRUCTION -o OUT` and `sama edit --manifest FILE -o OUTDIR`."""
+"""`sama edit IN INSTRUCTION -o OUT` and `sama edit --manifest FILE -o OUTDIR`: parse and check the options,
+call the library (sama_cli/edit/editor.py: `EditRequest.resolve`, `edit_single`, `edit_batch`), print the
+summary. Nothing heavy at import (torch and the model code load inside the command), so `sama edit --help`
+answers at once."""
 
 from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
-from sama_cli.core.console import err, info, progress
-from sama_cli.core.errors import EXIT_FAILED, ConfigError, InputError, SamaError
-from sama_cli.edit.loading import load_editor
-from sama_cli.edit.sampler import SCHEDULERS, SamplingConfig
-from sama_cli.io.manifest import read_manifest, write_manifest
+from sama_cli.core.console import err, info
+from sama_cli.core.errors import EXIT_FAILED, ConfigError, InputError
+from sama_cli.edit.choices import SCHEDULERS
 
 
 def _parse_size(size: str | None) -> tuple[int, int] | None:
@@ -25,6 +24,17 @@ def _parse_size(size: str | None) -> tuple[int, int] | None:
     except ValueError:
         raise ConfigError(f"--size must look like 480x832 (height x width), not {size!r}") from None
     return h, w
+
+
+def _check_inputs(src: Path | None, instruction: str | None, out: Path, manifest: Path | None) -> None:
+    if manifest is None and (src is None or instruction is None):
+        raise ConfigError("give IN and INSTRUCTION, or --manifest FILE for batch mode")
+    if manifest is not None and src is not None:
+        raise ConfigError("give either IN INSTRUCTION or --manifest, not both")
+    if manifest is None and src is not None and not src.exists():
+        raise InputError("no such file", path=src)
+    if manifest is None and out.suffix.lower() != ".mp4":
+        raise ConfigError(f"-o {out}: the output must be an .mp4 file")
 
 
 def edit(
@@ -72,76 +82,32 @@ def edit(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
     """Edit a video with an instruction: `sama edit in.mp4 "make it winter" -o out.mp4`."""
-    from sama_cli.edit.editor import EditSettings, edit_file
+    from sama_cli.edit.editor import EditRequest, edit_batch, edit_single, manifest_rows
+    from sama_cli.edit.loading import load_editor
 
-    if manifest is None and (src is None or instruction is None):
-        raise ConfigError("give IN and INSTRUCTION, or --manifest FILE for batch mode")
-    if manifest is not None and src is not None:
-        raise ConfigError("give either IN INSTRUCTION or --manifest, not both")
-    if manifest is None and src is not None and not src.exists():
-        raise InputError("no such file", path=src)
-    if manifest is None and out.suffix.lower() != ".mp4":
-        raise ConfigError(f"-o {out}: the output must be an .mp4 file")
-    sampling = SamplingConfig(steps=50 if steps is None else steps, shift=5.0 if shift is None else shift,
-                              guidance=5.0 if guidance is None else guidance, source_guidance=source_guidance,
-                              text_guidance=text_guidance, scheduler=scheduler, seed=seed)
-    sampling.validate()
-    settings = EditSettings(prompt_prefix=prompt_prefix, negative_prompt=negative_prompt, null_negative=null_negative,
-                            max_frames=max_frames,
-                            size=_parse_size(size), bucket=bucket is not False, resize=resize, anchor_frames=anchors)
-    settings.validate()
-    rows = read_manifest(manifest).rows if manifest is not None else None
-    if rows is not None:
-        wanted = None if split is None else set(split.split(","))
-        rows = [r for r in rows if r["kind"] != "t2v" and (wanted is None or r.get("split", "train") in wanted)][:limit]
+    _check_inputs(src, instruction, out, manifest)
+    request = EditRequest(steps=steps, guidance=guidance, shift=shift, size=_parse_size(size), bucket=bucket,
+                          source_guidance=source_guidance, text_guidance=text_guidance, scheduler=scheduler,
+                          seed=seed, prompt_prefix=prompt_prefix, negative_prompt=negative_prompt,
+                          null_negative=null_negative, max_frames=max_frames, resize=resize, anchor_frames=anchors)
+    request.validate()  # before the model: loading one can take minutes
+    rows = manifest_rows(manifest, split, limit) if manifest is not None else None
     editor = load_editor(model=model, base=base, vae=vae, text_encoder=text_encoder, device=device, dtype=dtype,
                          offload=offload, text_encoder_cpu=text_encoder_cpu, tiling=tiling)
-
-    if settings.size is None and bucket is None and getattr(editor, "working_size", None):
-        settings.size = editor.working_size  # a model that knows one size (the toy model) works at it
-    # a checkpoint may record the sampler it was made for (the toy model: 20 steps, no guidance); flags win
-    recorded = getattr(editor, "sampling", None) or {}
-    for key, given in (("steps", steps), ("guidance", guidance), ("shift", shift)):
-        if given is None and key in recorded:
-            setattr(sampling, key, type(getattr(sampling, key))(recorded[key]))
-
-    def one(source: Path, text: str, target: Path):
-        sbs = target.with_suffix(".sbs.mp4") if side_by_side else None
-        bar = iter(progress(range(sampling.steps), f"denoising {source.name}"))
-        return edit_file(editor, source, text, target, sampling, settings, audio=not no_audio, side_by_side=sbs,
-                         on_step=lambda i, n: next(bar, None))
-
+    sampling, settings = request.resolve(editor.defaults)  # flags, else what the checkpoint records, else release
     if rows is None:
-        report = one(src, instruction, out)
+        report = edit_single(editor, src, instruction, out, sampling, settings, audio=not no_audio,
+                             side_by_side=side_by_side)
         summary = {"output": str(out), **report.as_dict()}
         _print_summary([summary], [], 0)
         if as_json:
             sys.stdout.write(json.dumps(summary) + "\n")
         return
-
-    out.mkdir(parents=True, exist_ok=True)
-    done, failed, skipped, results = [], [], 0, []
-    for row in rows:
-        if row["kind"] == "t2v":
-            continue
-        target = out / f"{row['id']}.mp4"
-        results.append({**row, "output": str(target)})
-        if target.exists():
-            skipped += 1
-            continue
-        t0 = time.perf_counter()
-        try:
-            report = one(Path(row["source"]), row["instruction"], target)
-            done.append({"id": row["id"], "output": str(target), **report.as_dict()})
-        except Exception as e:  # one bad row (unreadable file, out of memory, ...) never stops the batch
-            message = e.message if isinstance(e, SamaError) else f"{type(e).__name__}: {e}"
-            failed.append({"id": row["id"], "error": message})
-            err.print(f"[red]failed[/red] {row['id']}: {escape(message)} ({time.perf_counter() - t0:.1f}s)")
-    write_manifest([r for r in results if Path(r["output"]).exists()], out / "manifest.jsonl")
-    _print_summary(done, failed, skipped)
+    batch = edit_batch(editor, rows, out, sampling, settings, audio=not no_audio, side_by_side=side_by_side)
+    _print_summary(batch.done, batch.failed, batch.skipped)
     if as_json:
-        sys.stdout.write(json.dumps({"done": done, "failed": failed, "skipped": skipped}) + "\n")
-    if failed:
+        sys.stdout.write(json.dumps(batch.as_dict()) + "\n")
+    if batch.failed:
         raise typer.Exit(EXIT_FAILED)
 
 

@@ -9,6 +9,11 @@ write at the source fps with its audio.
 
 Memory controls: bf16 on GPU, VAE tiling, and `offload`, which keeps each stage's model on the CPU
 until its turn (text encoder -> DiT -> VAE).
+
+Where each setting comes from: an option the user gives (`EditRequest`), else what the checkpoint records
+(`ModelDefaults`: the embedded toy model edits at 32x32 with 20 steps and no guidance), else the
+release's default; `EditRequest.resolve` is that rule, once. `edit_single` and `edit_batch` are
+`sama edit IN INSTRUCTION -o OUT` and `sama edit --manifest FILE -o OUTDIR` as library calls.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 
-from sama_cli.core.console import info
-from sama_cli.core.errors import ConfigError, InputError
+from sama_cli.core.console import err, info, progress
+from sama_cli.core.errors import ConfigError, InputError, SamaError
 from sama_cli.edit.sampler import SamplingConfig, sample
 from sama_cli.io.frames import fit_frames
 from sama_cli.model.transformer import SamaTransformer
@@ -56,6 +62,78 @@ class EditSettings:
             raise ConfigError(f"size {self.size[0]}x{self.size[1]} must have sides that are multiples of {self.multiple}")
 
 
+@dataclass(frozen=True)
+class ModelDefaults:
+    """How a checkpoint says it edits best (`meta.working_size`, `meta.sampling`); None where it says
+    nothing. The embedded toy model: 32x32, 20 steps, guidance 1, shift 5 (what `make demo` edits with)."""
+
+    working_size: tuple[int, int] | None = None  # (height, width) it was trained at
+    steps: int | None = None
+    guidance: float | None = None
+    shift: float | None = None
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> ModelDefaults:
+        size = meta.get("working_size")
+        sampling = meta.get("sampling") or {}  # its other keys are not read
+
+        def number(key: str, kind: type) -> Any:
+            return None if sampling.get(key) is None else kind(sampling[key])
+
+        return cls(working_size=(int(size[0]), int(size[1])) if size else None, steps=number("steps", int),
+                   guidance=number("guidance", float), shift=number("shift", float))
+
+
+def _first(*values: Any) -> Any:
+    return next(v for v in values if v is not None)
+
+
+@dataclass
+class EditRequest:
+    """An edit as the user asks for it: the options of `sama edit`. None means "not given": then what the
+    model records (`ModelDefaults`), else the release's default (those of SamplingConfig and EditSettings)."""
+
+    steps: int | None = None
+    guidance: float | None = None
+    shift: float | None = None
+    size: tuple[int, int] | None = None  # (height, width)
+    bucket: bool | None = None  # True: the release's bucket even when the model records a size; False: native
+    source_guidance: float | None = None
+    text_guidance: float | None = None
+    scheduler: str = SamplingConfig.scheduler
+    seed: int = SamplingConfig.seed
+    prompt_prefix: str = EditSettings.prompt_prefix
+    negative_prompt: str = EditSettings.negative_prompt
+    null_negative: bool = EditSettings.null_negative
+    max_frames: int = EditSettings.max_frames
+    resize: str = EditSettings.resize
+    anchor_frames: int | None = None
+
+    def resolve(self, model: ModelDefaults | None = None) -> tuple[SamplingConfig, EditSettings]:
+        """The sampler and edit settings for an editor whose checkpoint records `model`: each option as
+        given, else as the model records it, else the release's. Not validated (`validate`, `sample`)."""
+        model = model or ModelDefaults()
+        release = SamplingConfig()
+        sampling = SamplingConfig(steps=_first(self.steps, model.steps, release.steps),
+                                  shift=_first(self.shift, model.shift, release.shift),
+                                  guidance=_first(self.guidance, model.guidance, release.guidance),
+                                  source_guidance=self.source_guidance, text_guidance=self.text_guidance,
+                                  scheduler=self.scheduler, seed=self.seed)
+        # a model that knows one size (the toy model) works at it, unless told --size, --bucket or --native
+        size = self.size if self.size is not None or self.bucket is not None else model.working_size
+        settings = EditSettings(prompt_prefix=self.prompt_prefix, negative_prompt=self.negative_prompt,
+                                null_negative=self.null_negative, max_frames=self.max_frames, size=size,
+                                bucket=self.bucket is not False, resize=self.resize, anchor_frames=self.anchor_frames)
+        return sampling, settings
+
+    def validate(self) -> None:
+        """Check the options as given (release defaults for the rest): before a model is loaded, which can
+        take minutes."""
+        sampling, settings = self.resolve()
+        sampling.validate()
+        settings.validate()
+
+
 @dataclass
 class EditReport:
     frames: int
@@ -83,16 +161,32 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 
 class Editor:
-    """The three frozen/trained parts on one device, with optional CPU offload between stages."""
+    """The three frozen/trained parts on one device, with optional CPU offload between stages, and what
+    the checkpoint records about editing with them (`defaults`)."""
+
+    model: SamaTransformer
+    codec: Any  # sama_cli.model.vae: encode / decode, temporal_factor
+    text_encoder: Any  # sama_cli.model.text_encoder: __call__(prompts), pad
+    device: torch.device
+    offload: bool
+    text_device: torch.device
+    defaults: ModelDefaults
 
     def __init__(self, model: SamaTransformer, codec, text_encoder, *, device: torch.device,
-                 offload: bool = False, text_device: torch.device | None = None):
+                 offload: bool = False, text_device: torch.device | None = None,
+                 defaults: ModelDefaults | None = None):
         self.model = model.eval()
         self.codec = codec
         self.text_encoder = text_encoder
         self.device = torch.device(device)
         self.offload = offload
         self.text_device = torch.device(text_device) if text_device is not None else self.device
+        self.defaults = defaults or ModelDefaults()
+
+    @property
+    def working_size(self) -> tuple[int, int] | None:
+        """The (height, width) the model was trained at, when its checkpoint records one."""
+        return self.defaults.working_size
 
     @contextlib.contextmanager
     def _stage(self, part: Any, device: torch.device) -> Iterator[None]:
@@ -189,4 +283,66 @@ def edit_file(editor: Editor, src: str | Path, instruction: str, out: str | Path
     report.seconds["total"] = time.perf_counter() - t_start
     report.fps = video.fps
     info(f"{out}: {report.frames} frames at {report.fps:g} fps, {size[0]}x{size[1]}")
+    return report
+
+
+def edit_single(editor: Editor, src: str | Path, instruction: str, out: str | Path, sampling: SamplingConfig,
+                settings: EditSettings, *, audio: bool = True, side_by_side: bool = False) -> EditReport:
+    """One edit as `sama edit IN INSTRUCTION -o OUT` makes it: `edit_file` with a progress bar over the
+    denoising steps, and with `side_by_side`, OUT.sbs.mp4 (source | edit) beside OUT."""
+    sbs = Path(out).with_suffix(".sbs.mp4") if side_by_side else None
+    bar = iter(progress(range(sampling.steps), f"denoising {Path(src).name}"))
+    return edit_file(editor, src, instruction, out, sampling, settings, audio=audio, side_by_side=sbs,
+                     on_step=lambda i, n: next(bar, None))
+
+
+def manifest_rows(manifest: str | Path, split: str | None = None, limit: int | None = None) -> list[dict]:
+    """The rows `sama edit --manifest` edits: the edit rows (not t2v) of the comma-separated `split`s
+    (a row without one is `train`), at most `limit`."""
+    from sama_cli.io.manifest import read_manifest
+
+    wanted = None if split is None else set(split.split(","))
+    rows = read_manifest(manifest).rows
+    return [r for r in rows if r["kind"] != "t2v" and (wanted is None or r.get("split", "train") in wanted)][:limit]
+
+
+@dataclass
+class BatchReport:
+    done: list[dict] = field(default_factory=list)  # {"id", "output", **EditReport.as_dict()}
+    failed: list[dict] = field(default_factory=list)  # {"id", "error"}
+    skipped: int = 0  # outputs that were there already
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"done": self.done, "failed": self.failed, "skipped": self.skipped}
+
+
+def edit_batch(editor: Editor, rows: list[dict], out_dir: str | Path, sampling: SamplingConfig,
+               settings: EditSettings, *, audio: bool = True, side_by_side: bool = False) -> BatchReport:
+    """`sama edit --manifest`: each edit row to OUT_DIR/<id>.mp4 (`edit_single`), skipping outputs that
+    exist, then OUT_DIR/manifest.jsonl with the rows whose output exists.
+
+    A row that fails (unreadable file, out of memory, ...) is reported and the batch goes on."""
+    from sama_cli.io.manifest import write_manifest
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report, results = BatchReport(), []
+    for row in rows:
+        if row["kind"] == "t2v":
+            continue
+        target = out_dir / f"{row['id']}.mp4"
+        results.append({**row, "output": str(target)})
+        if target.exists():
+            report.skipped += 1
+            continue
+        t0 = time.perf_counter()
+        try:
+            one = edit_single(editor, Path(row["source"]), row["instruction"], target, sampling, settings,
+                              audio=audio, side_by_side=side_by_side)
+            report.done.append({"id": row["id"], "output": str(target), **one.as_dict()})
+        except Exception as e:  # one bad row never stops the batch
+            message = e.message if isinstance(e, SamaError) else f"{type(e).__name__}: {e}"
+            report.failed.append({"id": row["id"], "error": message})
+            err.print(f"[red]failed[/red] {row['id']}: {escape(message)} ({time.perf_counter() - t0:.1f}s)")
+    write_manifest([r for r in results if Path(r["output"]).exists()], out_dir / "manifest.jsonl")
     return report

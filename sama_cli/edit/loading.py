@@ -2,20 +2,25 @@
 
 A sama checkpoint may record the codec and text encoder it was trained with (`meta.codec`,
 `meta.text_encoder`; relative paths resolve against the checkpoint folder), so a toy model edits with
-no other flag. Real SAMA weights take them from `--base` (a Wan diffusers folder or an original Wan
-release folder) or explicit specs; a lone DiT weights file as `--base` brings neither.
+no other flag; it may also record how to edit with it (`meta.working_size`, `meta.sampling`), which
+becomes the editor's `defaults`. Real SAMA weights take them from `--base` (a Wan diffusers folder or
+an original Wan release folder) or explicit specs; a lone DiT weights file as `--base` brings neither.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from sama_cli.core.errors import ConfigError, WeightsError
 from sama_cli.core.paths import TOY_MODEL
 from sama_cli.core.runtime import resolve_device, resolve_dtype
+
+if TYPE_CHECKING:  # imported where it is used: it brings diffusers, and default_model() needs none of it
+    from sama_cli.edit.editor import Editor
 
 NO_MODEL_HELP = (
     "no model given: pass --model (a sama checkpoint, or SAMA release weights with --base pointing at "
@@ -46,9 +51,9 @@ def default_model() -> str | None:
 
 def load_editor(model: str | None = None, base: str | None = None, vae: str | None = None,
                 text_encoder: str | None = None, *, device: str = "auto", dtype: str = "auto", offload: bool = False,
-                text_encoder_cpu: bool = False, tiling: bool = False):
+                text_encoder_cpu: bool = False, tiling: bool = False) -> Editor:
     from sama_cli.core.console import info
-    from sama_cli.edit.editor import Editor
+    from sama_cli.edit.editor import Editor, ModelDefaults
     from sama_cli.model.text_encoder import load_text_encoder
     from sama_cli.model.vae import load_codec
     from sama_cli.model.weights import is_checkpoint, load_checkpoint, load_model
@@ -84,7 +89,5 @@ def load_editor(model: str | None = None, base: str | None = None, vae: str | No
     if codec.latent_channels != dit.config.in_channels:
         raise WeightsError(f"the model expects {dit.config.in_channels} latent channels but the VAE {vae_spec!r} "
                            f"gives {codec.latent_channels}: model and VAE do not belong together")
-    editor = Editor(dit, codec, te, device=dev, offload=offload, text_device=text_device)
-    editor.working_size = tuple(meta["working_size"]) if meta.get("working_size") else None  # toy model: 32x32
-    editor.sampling = meta.get("sampling") or {}  # the sampler settings the checkpoint was made for, if recorded
-    return editor
+    return Editor(dit, codec, te, device=dev, offload=offload, text_device=text_device,
+                  defaults=ModelDefaults.from_meta(meta))
