@@ -13,7 +13,8 @@ import pytest
 import torch
 from conftest import REAL_FIXTURES
 
-from sama_cli.edit.editor import EditRequest, EditSettings, ModelDefaults
+from sama_cli.core.errors import StorageError
+from sama_cli.edit.editor import EditRequest, EditSettings, ModelDefaults, edit_batch
 from sama_cli.edit.loading import load_editor
 from sama_cli.edit.sampler import SamplingConfig
 from sama_cli.io.video import probe, read_video, resize_frames, write_video
@@ -284,3 +285,20 @@ def test_resolve_takes_the_option_else_the_record_else_the_release() -> None:
     assert (sampling.steps, sampling.guidance, sampling.shift, settings.size, settings.bucket) == (50, 5.0, 5.0, None, True)
     assert (sampling.scheduler, sampling.seed, settings.negative_prompt, settings.max_frames) == ("euler", 1, "[Video edit]", 81)
 
+
+def test_a_refused_write_stops_the_batch(tmp_path: Path, monkeypatch) -> None:
+    """A full disk fails every row after it the same way: the batch stops with the StorageError (exit 74
+    from the CLI) instead of reporting each row as failed."""
+    import sama_cli.edit.editor
+
+    tried = []
+
+    def full_disk(editor, src, instruction, out, *args, **kwargs):
+        tried.append(Path(out).name)
+        raise StorageError("cannot write: No space left on device", path=out)
+
+    monkeypatch.setattr(sama_cli.edit.editor, "edit_file", full_disk)
+    rows = [{"id": i, "kind": "video_edit", "source": str(CLIP), "instruction": "remove the cup"} for i in "ab"]
+    with pytest.raises(StorageError, match="No space left"):
+        edit_batch(None, rows, tmp_path / "e", SamplingConfig(steps=1), EditSettings())
+    assert tried == ["a.mp4"]

@@ -31,7 +31,7 @@ import torch
 from rich.markup import escape
 
 from sama_cli.core.console import err, info, progress
-from sama_cli.core.errors import ConfigError, InputError, SamaError
+from sama_cli.core.errors import ConfigError, InputError, SamaError, StorageError
 from sama_cli.edit.sampler import SamplingConfig, sample
 from sama_cli.io.frames import fit_frames
 from sama_cli.model.transformer import SamaTransformer
@@ -321,7 +321,8 @@ def edit_batch(editor: Editor, rows: list[dict], out_dir: str | Path, sampling: 
     """`sama edit --manifest`: each edit row to OUT_DIR/<id>.mp4 (`edit_single`), skipping outputs that
     exist, then OUT_DIR/manifest.jsonl with the rows whose output exists.
 
-    A row that fails (unreadable file, out of memory, ...) is reported and the batch goes on."""
+    A row that fails (unreadable file, out of memory, ...) is reported and the batch goes on; a write the
+    system refused (StorageError: a full disk) stops it, since every row after it would fail the same way."""
     from sama_cli.io.manifest import write_manifest
 
     out_dir = Path(out_dir)
@@ -340,6 +341,8 @@ def edit_batch(editor: Editor, rows: list[dict], out_dir: str | Path, sampling: 
             one = edit_single(editor, Path(row["source"]), row["instruction"], target, sampling, settings,
                               audio=audio, side_by_side=side_by_side)
             report.done.append({"id": row["id"], "output": str(target), **one.as_dict()})
+        except StorageError:
+            raise
         except Exception as e:  # one bad row never stops the batch
             message = e.message if isinstance(e, SamaError) else f"{type(e).__name__}: {e}"
             report.failed.append({"id": row["id"], "error": message})
