@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sama_cli.eval.adapters import fixtures_dir
+from sama_cli.eval.vie import fixtures_dir
 
 REPO = Path(__file__).resolve().parent.parent
 REAL_FIXTURES = fixtures_dir()

@@ -18,19 +18,14 @@ import pytest
 import torch
 
 from sama_cli.core.errors import InputError
-from sama_cli.eval.adapters import (
-    OPENVE_RUBRICS,
-    OpenVeBench,
-    RecoBench,
-    VieBench,
-    fixtures_dir,
-    geometric_mean,
-    get_adapter,
-)
+from sama_cli.eval.adapters import get_adapter
 from sama_cli.eval.judges import JudgeResult, LocalJudge, OpenAIJudge, parse_scores
 from sama_cli.eval.metrics import flicker, psnr, ssim
+from sama_cli.eval.openve import OPENVE_RUBRICS, OpenVeBench
+from sama_cli.eval.reco import RecoBench, geometric_mean
 from sama_cli.eval.report import compare
 from sama_cli.eval.runner import attach_edits, run
+from sama_cli.eval.vie import VieBench, fixtures_dir
 from sama_cli.io.video import write_video
 from sama_cli.perf.judge_server import ScriptedServer
 from sama_cli.toy.adapter import ToyBench

@@ -358,15 +358,3 @@ def get_adapter(name: str) -> Adapter:
     if name not in ADAPTERS:
         raise InputError(f"unknown benchmark {name!r} (known: {', '.join(ADAPTERS)})")
     return ADAPTERS[name]()
-
-
-# Names that lived here before each benchmark got its own module (perf/ and older callers import them here).
-_MOVED = {"VieBench": "vie", "FixturesBench": "vie", "fixtures_dir": "vie", "VIE_CRITERIA": "vie",
-          "OpenVeBench": "openve", "OPENVE_RUBRICS": "openve", "RecoBench": "reco", "RECO_GROUPS": "reco",
-          "geometric_mean": "reco"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        return getattr(importlib.import_module(f"sama_cli.eval.{_MOVED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -26,7 +26,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from sama_cli.eval.adapters import OPENVE_RUBRICS
+from sama_cli.eval.openve import OPENVE_RUBRICS
 
 KNOWN_KEYS = ("instruction_following", "preservation", "quality", "visual_quality", "content_preservation",
               "motion_consistency", "SA", "SP", "CP", "AN", "SN", "MN", "VF", "TS", "ES",

@@ -37,9 +37,9 @@ def _bench_folder(root: Path, n: int) -> tuple[Path, Path]:
 
 
 def judge_throughput_rows(quick: bool = False, workers: int = 8) -> list[dict]:
-    from sama_cli.eval.adapters import VieBench
     from sama_cli.eval.judges import OpenAIJudge
     from sama_cli.eval.runner import run
+    from sama_cli.eval.vie import VieBench
 
     n = 32 if quick else 96
     rows = []
