@@ -1,6 +1,6 @@
 """The frozen text encoder: UMT5 (Wan's `text_encoder/` + `tokenizer/`), as Wan's pipeline uses it.
 
-Prompts are cleaned (whitespace), tokenized to 512 tokens with padding and truncation, encoded, and
+Prompts are cleaned as Wan's tokenizer cleans them (`clean_prompt`: ftfy, HTML unescape, whitespace), tokenized to 512 tokens with padding and truncation, encoded, and
 each embedding trimmed to its real token count (docs/sama.md §2); `pad` zero-pads them back to a fixed length
 for the DiT, exactly as diffusers' WanPipeline does.
 
@@ -58,8 +58,16 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spiece.model")
 
 
 def clean_prompt(text: str) -> str:
-    """Wan's prompt cleaning without ftfy: HTML unescape and collapse whitespace."""
-    return re.sub(r"\s+", " ", html.unescape(html.unescape(text))).strip()
+    """A prompt as Wan's tokenizer sees it (release: diffsynth/prompters/wan_prompter.py, WanPrompter's
+    `clean='whitespace'`, i.e. `whitespace_clean(basic_clean(text))`): ftfy.fix_text (mojibake, curly
+    quotes, ligatures, full-width letters, ...), HTML unescape twice, strip, then every run of whitespace
+    becomes one space, stripped. Every encoder (UMT5 and `tiny`) cleans: the toy world's captions are
+    plain single-spaced ASCII, which the cleaning leaves as they are. ftfy is imported here, not at module
+    import, so that `sama --help` stays light."""
+    import ftfy
+
+    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    return re.sub(r"\s+", " ", text).strip()
 
 
 class TextEncoder:
