@@ -12,9 +12,12 @@ Row schema (see README, "Manifests"):
     scene        optional: the toy world's scene record (JSON)
     artifacts    optional dict name -> path, filled in by encode/anchor/perturb
                  (source_latents, target_latents, text, anchors, ...)
-Any other key is carried through unchanged. Relative paths resolve against the manifest's folder; in
-memory every path is absolute, and `write_manifest` writes paths relative to the output's folder.
-`-` reads standard input / writes standard output (paths then resolve against the working directory).
+Any other key is carried through unchanged. Relative paths resolve against the manifest's folder (or a
+given base folder); in memory every path is absolute, and `write_manifest` writes paths relative to the
+output's folder. `-` reads standard input / writes standard output (paths then resolve against the
+working directory).
+`read_manifest` also reads the DiffSynth metadata files the release trains from (`.csv`, `.json`, and
+`.jsonl` whose rows have `video` and no `kind`), mapping their columns onto these rows (io/metadata.py).
 Under torchrun, `write_sharded_manifest` has each rank write its rows as a part that rank 0 merges
 in input order.
 """
@@ -25,17 +28,21 @@ import json
 import os
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sama_cli.core.distributed import Dist, barrier
 from sama_cli.core.errors import InputError
+from sama_cli.io import metadata
 from sama_cli.io.artifacts import atomic_write_text
+from sama_cli.io.metadata import Record
 from sama_cli.io.video import IMAGE_EXTS, VIDEO_EXTS
 
 ROW_KINDS = ("video_edit", "image_edit", "t2v")
 PATH_KEYS = ("source", "target", "output", "scene")
+JSONL_EXTS = (".jsonl", ".ndjson")
+MANIFEST_EXTS = JSONL_EXTS + metadata.METADATA_EXTS
 
 
 @dataclass
@@ -43,6 +50,7 @@ class Manifest:
     rows: list[dict[str, Any]]
     base: Path  # folder that relative paths resolved against
     path: str  # file path, or "-" for standard input
+    failed: list[dict[str, str]] = field(default_factory=list)  # {"id", "error"}: bad rows, with keep_going
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -94,37 +102,88 @@ def validate_row(row: Any, where: str, check_files: bool = True) -> dict[str, An
     return row
 
 
-def read_manifest(path: str | Path, check_files: bool = True) -> Manifest:
-    """Read and validate a JSONL manifest (`-` for stdin). Errors name the file and the line."""
-    path = str(path)
-    if path == "-":
-        lines = sys.stdin.read().splitlines()
-        base = Path.cwd()
-    else:
-        p = Path(path)
-        if not p.is_file():
-            raise InputError("manifest file does not exist", path=p)
-        lines = p.read_text().splitlines()
-        base = p.resolve().parent
-    rows: list[dict[str, Any]] = []
-    seen: set[str] = set()
+def _jsonl_records(lines: list[str], path: str) -> list[Record]:
+    """One record a non-blank line, numbered as an editor shows it."""
+    records: list[Record] = []
     for i, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         where = f"{path}:{i}"
         try:
-            row = json.loads(line)
+            records.append(Record(where, len(records), json.loads(line)))
         except json.JSONDecodeError as e:
-            raise InputError(f"{where}: not valid JSON ({e.msg})") from None
-        if isinstance(row, dict):
-            for container, key in _row_paths(row):
-                container[key] = _resolve(container[key], base)
-        row = validate_row(row, where, check_files)
-        if row["id"] in seen:
-            raise InputError(f"{where}: duplicate id {row['id']!r}")
+            records.append(Record(where, len(records), error=f"{where}: not valid JSON ({e.msg})"))
+    return records
+
+
+def _read_records(path: str, base_path: str | Path | None) -> tuple[list[Record], Path]:
+    """The file's records and the folder relative paths resolve against: `base_path` when given, else
+    the file's folder (the working directory for standard input)."""
+    if base_path is not None and not Path(base_path).is_dir():
+        raise InputError("the base path is not a folder", path=base_path)
+    base = Path(base_path).expanduser().resolve() if base_path is not None else None
+    if path == "-":
+        return _jsonl_records(sys.stdin.read().splitlines(), path), base or Path.cwd()
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("manifest file does not exist", path=p)
+    if p.suffix.lower() not in MANIFEST_EXTS:
+        raise InputError(f"not a manifest: expected {', '.join(MANIFEST_EXTS)} (sama JSONL, or DiffSynth "
+                         "metadata)", path=p)
+    base = base or p.resolve().parent
+    if p.suffix.lower() in metadata.METADATA_EXTS:
+        return metadata.read_records(p), base
+    return _jsonl_records(p.read_text().splitlines(), path), base
+
+
+def _our_row(record: Record, base: Path, check_files: bool) -> dict[str, Any]:
+    """A record of a sama JSONL manifest: paths resolved against `base`, then validated."""
+    if record.error:
+        raise InputError(record.error)
+    row = record.value
+    if isinstance(row, dict):
+        for container, key in _row_paths(row):
+            container[key] = _resolve(container[key], base)
+    return validate_row(row, record.where, check_files)
+
+
+def _our_id(record: Record) -> str:
+    """A bad row's id for the failure list: its own, else where it is."""
+    given = record.value.get("id") if isinstance(record.value, dict) else None
+    return str(given) if isinstance(given, (str, int)) and str(given) else record.where
+
+
+def read_manifest(path: str | Path, check_files: bool = True, *, base_path: str | Path | None = None,
+                  keep_going: bool = False) -> Manifest:
+    """Read and validate a manifest (`-` for stdin): our JSONL, or a DiffSynth metadata file (.csv,
+    .json, or .jsonl rows with `video`), whose columns io/metadata.py maps onto our rows. Relative paths
+    resolve against `base_path`, by default the file's folder. Errors name the file and the line.
+
+    A bad row raises (the default), or with `keep_going` is left out and recorded in `Manifest.failed`
+    as {"id", "error"} (for batch commands, which report failed items and go on); a bad file always
+    raises."""
+    path = str(path)
+    records, base = _read_records(path, base_path)
+    first = next((r.value for r in records if r.error is None), None)
+    diffsynth = Path(path).suffix.lower() in metadata.METADATA_EXTS or metadata.is_metadata_row(first)
+    stem = Path(path).stem
+    manifest = Manifest(rows=[], base=base, path=path)
+    seen: set[str] = set()
+    for record in records:
+        try:
+            row = (metadata.to_row(record, base, stem, check_files) if diffsynth
+                   else _our_row(record, base, check_files))
+            if row["id"] in seen:
+                raise InputError(f"{record.where}: duplicate id {row['id']!r}")
+        except InputError as e:
+            if not keep_going:
+                raise
+            ident = metadata.row_id(record.value, record.index, stem) if diffsynth else _our_id(record)
+            manifest.failed.append({"id": ident, "error": e.message})
+            continue
         seen.add(row["id"])
-        rows.append(row)
-    return Manifest(rows=rows, base=base, path=path)
+        manifest.rows.append(row)
+    return manifest
 
 
 def _relativize(value: str, base: Path) -> str:
@@ -179,7 +238,8 @@ def write_sharded_manifest(out: Path, rows: list[dict], d: Dist) -> list[dict]:
 
 
 def is_manifest_path(path: str | Path) -> bool:
-    return str(path) == "-" or str(path).endswith((".jsonl", ".ndjson"))
+    """Whether a command's single input is a manifest (ours, or DiffSynth metadata) rather than media."""
+    return str(path) == "-" or str(path).lower().endswith(MANIFEST_EXTS)
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
