@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import typer
@@ -12,8 +13,13 @@ from sama_cli.core.errors import ConfigError
 
 
 def anchor(
-    inputs: list[str] = typer.Argument(..., help="Target videos/images, folders, or one manifest (- for stdin)."),
+    inputs: list[str] = typer.Argument(..., help="Target videos/images, folders, or one manifest (- for stdin): "
+                                       "sama JSONL, or DiffSynth metadata .csv/.json/.jsonl (video, source_video, "
+                                       "prompt)."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder (anchors/, manifest.jsonl)."),
+    base_path: Path | None = typer.Option(None, "--base-path", help="The folder the manifest's relative paths "
+                                          "resolve against (DiffSynth's --dataset_base_path). Default: the "
+                                          "manifest file's folder."),
     encoder: str = typer.Option("tiny", "--encoder", help="A SigLIP folder (so400m-patch14-384 is the "
                                 "reference) or tiny (random weights: tests and the toy world only)."),
     frames: int = typer.Option(1, "--frames", help="Anchor frames N per target (65 tokens each)."),
@@ -30,6 +36,7 @@ def anchor(
     from sama_cli.core.distributed import setup, teardown
     from sama_cli.core.runtime import resolve_device
     from sama_cli.data.anchors import SELECTIONS, anchor_inputs
+    from sama_cli.io.manifest import is_manifest_path
     from sama_cli.model.siglip import load_semantic_encoder
 
     if select not in SELECTIONS:
@@ -38,6 +45,8 @@ def anchor(
         raise ConfigError("--frames and --grid must be at least 1")
     if stdout and as_json:
         raise ConfigError("--stdout and --json both write to stdout: choose one")
+    if base_path is not None and not (len(inputs) == 1 and is_manifest_path(inputs[0])):
+        raise ConfigError("--base-path goes with one manifest input")
     d = setup(resolve_device(device))  # under torchrun: this rank's GPU and its share of the inputs
     dev = d.device
     if encoder == "tiny":
@@ -45,11 +54,26 @@ def anchor(
              "(give a SigLIP folder, e.g. so400m-patch14-384, for real data)")
     enc = load_semantic_encoder(encoder, device=dev, dtype=torch.float32 if dev.type == "cpu" else torch.bfloat16,
                                 local_grid=grid)
-    summary, rows = anchor_inputs(inputs, out, enc, count=frames, how=select, overwrite=overwrite, dist=d)
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = _resolved(inputs, base_path, Path(tmp))
+        summary, rows = anchor_inputs(inputs, out, enc, count=frames, how=select, overwrite=overwrite, dist=d)
     teardown()
     s = summary.as_dict()
     report_batch(f"[bold]sama anchor[/bold]: {s['files']} anchored, {s['skipped']} cached, {len(s['failed'])} "
                  f"failed in {s['seconds']:.1f}s", s, rows, stdout=stdout, as_json=as_json)
+
+
+def _resolved(inputs: list[str], base_path: Path | None, tmp: Path) -> list[str]:
+    """The inputs as `anchor_inputs` reads them. With --base-path, the manifest is read here against it
+    and handed on as sama JSONL with absolute paths (same ids, same output manifest): a bridge until
+    data/anchors.anchor_inputs takes `base_path` itself and passes it to read_manifest."""
+    if base_path is None:
+        return inputs
+    from sama_cli.io.manifest import read_manifest, write_manifest
+
+    resolved = tmp / (Path(inputs[0]).stem + ".jsonl")
+    write_manifest(read_manifest(inputs[0], base_path=base_path).rows, resolved)
+    return [str(resolved)]
 
 
 def register(app: typer.Typer) -> None:

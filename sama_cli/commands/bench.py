@@ -98,9 +98,12 @@ def compare(report_a: Path = typer.Argument(..., help="Report folder A."),
 
 @bench_app.command("filter", no_args_is_help=True)
 def filter_(
-    manifest: str = typer.Argument(..., help="A manifest of video_edit / image_edit pairs."),
+    manifest: str = typer.Argument(..., help="A manifest of video_edit / image_edit pairs: sama JSONL, or "
+                                  "DiffSynth metadata .csv/.json/.jsonl (video, source_video, prompt)."),
     judge: str = typer.Option(..., "--judge", help=JUDGE_HELP),
     out: Path = typer.Option(..., "-o", "--out", help="The filtered manifest (.jsonl)."),
+    base_path: Path = typer.Option(None, "--base-path", help="The folder the manifest's relative paths resolve "
+                                   "against (DiffSynth's --dataset_base_path). Default: the manifest file's folder."),
     base_url: str = typer.Option(None, "--base-url", help="Endpoint for openai judges."),
     image_min: float = typer.Option(9.0, help="Images: keep at >= this on every criterion."),
     video_min: float = typer.Option(8.0, help="Videos: keep at >= this on most criteria..."),
@@ -119,13 +122,14 @@ def filter_(
     from sama_cli.eval.judges import JudgeCache, make_judge
     from sama_cli.io.manifest import read_manifest, write_manifest
 
-    rows = [r for r in read_manifest(manifest).rows if r["kind"] in ("video_edit", "image_edit") and r.get("target")]
+    m = read_manifest(manifest, base_path=base_path, keep_going=True)  # a bad row fails alone, like a judge error
+    rows = [r for r in m.rows if r["kind"] in ("video_edit", "image_edit") and r.get("target")]
     j = make_judge(judge, base_url=base_url, timeout=timeout, retries=retries, backoff=backoff)
     cache = JudgeCache(out.parent / f".{out.stem}.cache")
     th = Thresholds(image_min, video_min, video_motion_above)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(progress(pool.map(lambda r: judge_row(r, j, cache), rows), "filter", total=len(rows)))
-    kept, failed, scored = [], [], []
+    kept, failed, scored = [], list(m.failed), []
     for row, (res, video) in zip(rows, results, strict=True):
         if res.scores is None:
             failed.append({"id": row["id"], "error": res.error, "raw": res.raw})

@@ -41,8 +41,12 @@ def edit(
     src: Path | None = typer.Argument(None, help="Source video (MP4/MOV/MKV/WebM/GIF) or image.", show_default=False),
     instruction: str | None = typer.Argument(None, help='The edit, e.g. "make it winter".', show_default=False),
     out: Path = typer.Option(..., "-o", "--out", help="Output MP4 (single edit) or folder (--manifest)."),
-    manifest: Path | None = typer.Option(None, "--manifest", help="Batch mode: a JSONL manifest of edit rows "
-                                         "(id, source, instruction); writes OUT/<id>.mp4, skipping finished ones."),
+    manifest: Path | None = typer.Option(None, "--manifest", help="Batch mode: a manifest of edit rows (sama "
+                                         "JSONL: id, source, instruction; or DiffSynth metadata .csv/.json/.jsonl: "
+                                         "video, source_video, prompt); writes OUT/<id>.mp4, skipping finished ones."),
+    base_path: Path | None = typer.Option(None, "--base-path", help="Batch mode: the folder the manifest's relative "
+                                          "paths resolve against (DiffSynth's --dataset_base_path). Default: the "
+                                          "manifest file's folder."),
     split: str | None = typer.Option(None, "--split", help="Batch mode: only rows of these splits (e.g. test,heldout)."),
     limit: int | None = typer.Option(None, "--limit", help="Batch mode: at most this many rows."),
     model: str | None = typer.Option(None, "--model", help="A sama checkpoint, or SAMA release weights "
@@ -91,7 +95,9 @@ def edit(
                           seed=seed, prompt_prefix=prompt_prefix, negative_prompt=negative_prompt,
                           null_negative=null_negative, max_frames=max_frames, resize=resize, anchor_frames=anchors)
     request.validate()  # before the model: loading one can take minutes
-    rows = manifest_rows(manifest, split, limit) if manifest is not None else None
+    if base_path is not None and manifest is None:
+        raise ConfigError("--base-path goes with --manifest")
+    rows, bad_rows = manifest_rows(manifest, split, limit, base_path=base_path) if manifest is not None else (None, [])
     editor = load_editor(model=model, base=base, vae=vae, text_encoder=text_encoder, device=device, dtype=dtype,
                          offload=offload, text_encoder_cpu=text_encoder_cpu, tiling=tiling)
     sampling, settings = request.resolve(editor.defaults)  # flags, else what the checkpoint records, else release
@@ -104,6 +110,7 @@ def edit(
             sys.stdout.write(json.dumps(summary) + "\n")
         return
     batch = edit_batch(editor, rows, out, sampling, settings, audio=not no_audio, side_by_side=side_by_side)
+    batch.failed[:0] = bad_rows  # rows the manifest could not give (no video, missing file): failed, not fatal
     _print_summary(batch.done, batch.failed, batch.skipped)
     if as_json:
         sys.stdout.write(json.dumps(batch.as_dict()) + "\n")

@@ -296,14 +296,18 @@ def edit_single(editor: Editor, src: str | Path, instruction: str, out: str | Pa
                      on_step=lambda i, n: next(bar, None))
 
 
-def manifest_rows(manifest: str | Path, split: str | None = None, limit: int | None = None) -> list[dict]:
+def manifest_rows(manifest: str | Path, split: str | None = None, limit: int | None = None, *,
+                  base_path: str | Path | None = None) -> tuple[list[dict], list[dict]]:
     """The rows `sama edit --manifest` edits: the edit rows (not t2v) of the comma-separated `split`s
-    (a row without one is `train`), at most `limit`."""
+    (a row without one is `train`), at most `limit`; and the manifest's bad rows as {"id", "error"},
+    which the batch reports as failed while the others go on. The manifest is ours or DiffSynth
+    metadata (io/metadata.py), its relative paths resolved against `base_path` (default its folder)."""
     from sama_cli.io.manifest import read_manifest
 
     wanted = None if split is None else set(split.split(","))
-    rows = read_manifest(manifest).rows
-    return [r for r in rows if r["kind"] != "t2v" and (wanted is None or r.get("split", "train") in wanted)][:limit]
+    m = read_manifest(manifest, base_path=base_path, keep_going=True)
+    rows = [r for r in m.rows if r["kind"] != "t2v" and (wanted is None or r.get("split", "train") in wanted)]
+    return rows[:limit], m.failed
 
 
 @dataclass
