@@ -177,3 +177,12 @@ def test_latents_read_whole_are_anchored_from_frame_0(tmp_path: Path, clip: Path
                             tmp_path / "anc", spy)
     assert load_artifact(rows[0]["artifacts"]["anchors"]).meta["frames"] == [0]
     assert spy.seen[0].float().mean(dim=(1, 2)).tolist() == [list(map(float, colour(0)))]
+
+
+def test_manifest_paths_resolve_against_base_path(tmp_path: Path, clip: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "t.mp4").write_bytes(clip.read_bytes())
+    src = manifest(tmp_path / "meta", [t2v("r", Path("t.mp4"))])
+    spy = SpyEncoder()
+    summary, rows = anchor_inputs([str(src)], tmp_path / "anc", spy, base_path=tmp_path / "data")
+    assert summary.failed == [] and rows[0]["target"] == str(tmp_path / "data" / "t.mp4")

@@ -184,16 +184,18 @@ def _anchor_row(encoder, row: dict[str, Any], out: Path, count: int, how: str, s
 
 
 def anchor_inputs(inputs: list[str], out: Path, encoder, *, count: int = 1, how: str = "first",
-                  overwrite: bool = False, dist: Dist | None = None) -> tuple[AnchorSummary, list[dict]]:
-    """Anchors for files/folders, or for every row's target in one manifest (rows get artifacts.anchors).
-    Returns the summary and this rank's rows (under torchrun, `dist`, each rank takes its share). One note
-    on stderr counts the targets anchored from raw frames."""
+                  overwrite: bool = False, dist: Dist | None = None,
+                  base_path: str | Path | None = None) -> tuple[AnchorSummary, list[dict]]:
+    """Anchors for files/folders, or for every row's target in one manifest (rows get artifacts.anchors;
+    `base_path`: the folder its relative paths resolve against, as read_manifest takes it). Returns the
+    summary and this rank's rows (under torchrun, `dist`, each rank takes its share). One note on stderr
+    counts the targets anchored from raw frames."""
     t0 = time.perf_counter()
     d = dist or setup(torch.device("cpu"))
     summary, rows_out = AnchorSummary(), []
     out.mkdir(parents=True, exist_ok=True)
     if len(inputs) == 1 and is_manifest_path(inputs[0]):
-        for index, row in progress(share(list(enumerate(read_manifest(inputs[0]).rows)), d), "anchor"):
+        for index, row in progress(share(list(enumerate(read_manifest(inputs[0], base_path=base_path).rows)), d), "anchor"):
             try:
                 dst = _anchor_row(encoder, row, out, count, how, summary, overwrite)
                 rows_out.append({**row, "artifacts": {**(row.get("artifacts") or {}), "anchors": str(dst)},
