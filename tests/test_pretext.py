@@ -164,7 +164,10 @@ def test_perturb_video_writes_a_4k1_clip_and_its_record_beside_it(tmp_path: Path
             saved = json.loads(record_path(dst).read_text())
             assert saved == json.loads(json.dumps(record)) and record_path(dst).name == f"{task}-{fit}.mp4.json"
             assert (saved["task"], saved["seed"], saved["prefix"]) == (task, 3, TASK_PREFIXES[task])
-            assert saved["frames_in"] == 10 and saved["frames_out"] == n
+            # the pretext is made on the clip's window: the release's trim keeps frames_down(10) = 9 of the 10
+            # frames (LoadVideo_decord), pad keeps all 10 and pads the output
+            window = {"start": 0, "count": {"trim": 9, "pad": 10}[fit], "stride": 1, "frames_total": 10}
+            assert saved["window"] == window and saved["frames_in"] == window["count"] and saved["frames_out"] == n
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
     with pytest.raises(InputError, match="too small") as e:  # a pure-tensor error names the file
         perturb_video(src, tmp_path / "x.mp4", "tube-shuffle", 0, task_options("tube-shuffle", splits=(4, 32, 4)),

@@ -23,7 +23,14 @@ def encode(
                                 "sama edit does); --native (default): a clip whose sides are multiples of 32 and "
                                 "no larger keeps its size (toy clips stay 32x32), others get their bucket."),
     resize: str = typer.Option("crop", "--resize", help="crop | letterbox | stretch."),
-    max_frames: int = typer.Option(81, "--max-frames", help="Read at most this many frames."),
+    max_frames: int = typer.Option(81, "--max-frames", help="Frame window: at most the clip's first N frames "
+                                   "(release 81); a row's recorded window must fit in it."),
+    stride: int = typer.Option(1, "--stride", help="Frame window: every Nth frame (release 1), for rows without "
+                               "a recorded window."),
+    skip_frames: int = typer.Option(0, "--skip-frames", help="Frame window: drop the first N frames of rows "
+                                    "without a window or their own skip_frames (OpenVE-3M: 4)."),
+    fit: str = typer.Option("pad", "--fit", help="A window chosen here reaches the codec's 1+4k frames by pad "
+                            "(repeat the last frame) | trim (the release)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that are already cached."),
     tiling: bool = typer.Option(False, "--tiling", help="VAE tiling for large frames."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
@@ -31,7 +38,8 @@ def encode(
     stdout: bool = typer.Option(False, "--stdout", help="Also write the output manifest's rows to stdout."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
-    """Encode videos/images to normalized latents; with a manifest, fill in its artifacts."""
+    """Encode videos/images to normalized latents through one frame window per row (its recorded `window`,
+    else chosen here, the same for source and target); with a manifest, fill in its artifacts."""
     import torch
 
     from sama_cli.core.distributed import setup, teardown
@@ -50,7 +58,8 @@ def encode(
             parsed = (h, w)
         except ValueError:
             raise ConfigError(f"--size must look like 480x832, not {size!r}") from None
-    opts = EncodeOptions(size=parsed, bucket=bucket, resize=resize, max_frames=max_frames, overwrite=overwrite)
+    opts = EncodeOptions(size=parsed, bucket=bucket, resize=resize, max_frames=max_frames, overwrite=overwrite,
+                         stride=stride, skip_frames=skip_frames, fit=fit)
     d = setup(resolve_device(device))  # under torchrun: this rank's GPU and its share of the inputs
     dev = d.device
     dt = resolve_dtype(dtype, dev)

@@ -9,7 +9,15 @@ record of what was done. Release behaviour is the default, the paper's variants 
   volume (each side ratio^(1/3) of its axis), also never touching frame 0.
 - speed: plays the clip at factor s in {0.5, 2.0}: output frame i is input frame round(i s) (Python's
   round-half-even, as the release), n_out = round(T / s); 2x keeps every other frame, 0.5x repeats
-  frames. The result is trimmed (release) or padded by repeating the last frame to 4k+1 frames.
+  frames. The result is trimmed (release) or padded by repeating the last frame to 4k+1 frames. Which
+  factor a clip gets: the release alternates (`speed_factor`: the 1st, 3rd, ... speed sample 2x, the
+  2nd, 4th, ... 0.5x; `order="alternate"`, the default); `order="random"` draws one from the generator.
+  The record holds the factor and `indices`, the input frame of every output frame (the fit's
+  padding repeats the last).
+
+Every frame index in a record (mask start/end, cube box, tubes, speed indices) counts frames of the clip
+the function was given: for a row, that is its frame window (`io.frames.Window`), frame i being file
+frame start + i * stride.
 - tube-shuffle: cuts T/H/W into splits (release 4x4x4, paper 2x2x2; sizes differ by at most one, the
   first parts larger) and permutes tubes; only tubes of equal shape swap. The record holds the
   permutation, and `unshuffle` inverts it exactly.
@@ -82,15 +90,34 @@ def speed_indices(n: int, factor: float) -> list[int]:
     return [min(int(round(i * factor)), n - 1) for i in range(n_out)]
 
 
+SPEED_ORDERS = ("alternate", "random")  # how a clip's factor is chosen: the release's alternation, or a draw
+
+
+def speed_factor(k: int, factors: tuple[float, ...] = (0.5, 2.0)) -> float:
+    """The factor of the k-th (0-based) speed sample under the release's alternation
+    (SpeedChangeFrames._sample_speed in diffsynth/trainers/pretext.py: a toggle that starts off and flips
+    before every sample, returning choices[1] when on): factors[1], factors[0], factors[1], ... For
+    (0.5, 2.0): 2x, 0.5x, 2x, ... One factor is always that factor; the release alternates between the
+    first two only, so more than two is an error here (draw them with order "random")."""
+    if not factors or len(factors) > 2:
+        raise ValueError(f"the alternating speed order takes one or two factors, not {list(factors)}")
+    if k < 0:
+        raise ValueError(f"speed sample index must be >= 0, not {k}")
+    return float(factors[1] if len(factors) == 2 and k % 2 == 0 else factors[0])
+
+
 def speed(x: torch.Tensor, g: torch.Generator, *, factors: tuple[float, ...] = (0.5, 2.0), fit: str = "trim",
           factor: float | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Play the clip at `factor` (drawn from `factors` with `g` when None; callers following the
+    release's alternation pass `speed_factor(k, factors)`)."""
     if factor is None:
         factor = float(factors[int(torch.randint(0, len(factors), (1,), generator=g))])
     if factor <= 0:
         raise ValueError(f"speed factor must be positive, not {factor}")
     idx = speed_indices(x.shape[0], factor)
     out = fit_frames(x[idx], fit)
-    return out, {"factor": factor, "fit": fit, "frames_in": x.shape[0], "frames_out": out.shape[0]}
+    return out, {"factor": factor, "fit": fit, "frames_in": x.shape[0], "frames_out": out.shape[0],
+                 "indices": idx[: out.shape[0]] + [idx[-1]] * max(0, out.shape[0] - len(idx))}
 
 
 # ---- tube shuffle ---------------------------------------------------------------------------------
