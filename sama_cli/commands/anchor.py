@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import typer
@@ -54,26 +53,12 @@ def anchor(
              "(give a SigLIP folder, e.g. so400m-patch14-384, for real data)")
     enc = load_semantic_encoder(encoder, device=dev, dtype=torch.float32 if dev.type == "cpu" else torch.bfloat16,
                                 local_grid=grid)
-    with tempfile.TemporaryDirectory() as tmp:
-        inputs = _resolved(inputs, base_path, Path(tmp))
-        summary, rows = anchor_inputs(inputs, out, enc, count=frames, how=select, overwrite=overwrite, dist=d)
+    summary, rows = anchor_inputs(inputs, out, enc, count=frames, how=select, overwrite=overwrite, dist=d,
+                                  base_path=base_path)
     teardown()
     s = summary.as_dict()
     report_batch(f"[bold]sama anchor[/bold]: {s['files']} anchored, {s['skipped']} cached, {len(s['failed'])} "
                  f"failed in {s['seconds']:.1f}s", s, rows, stdout=stdout, as_json=as_json)
-
-
-def _resolved(inputs: list[str], base_path: Path | None, tmp: Path) -> list[str]:
-    """The inputs as `anchor_inputs` reads them. With --base-path, the manifest is read here against it
-    and handed on as sama JSONL with absolute paths (same ids, same output manifest): a bridge until
-    data/anchors.anchor_inputs takes `base_path` itself and passes it to read_manifest."""
-    if base_path is None:
-        return inputs
-    from sama_cli.io.manifest import read_manifest, write_manifest
-
-    resolved = tmp / (Path(inputs[0]).stem + ".jsonl")
-    write_manifest(read_manifest(inputs[0], base_path=base_path).rows, resolved)
-    return [str(resolved)]
 
 
 def register(app: typer.Typer) -> None:
