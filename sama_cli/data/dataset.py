@@ -9,6 +9,12 @@ A row contributes
 Rows are grouped into buckets by (target shape, source shape): a batch is drawn from one bucket, so it
 has one shape. One-frame rows (images) use the image batch size, the rest the video batch size.
 
+Batch order (`data.batch_order`): `interleave` alternates image and video batches, image first (step 0
+images, step 1 videos, ...), as the release's `--train_mode mix` ("image+video interleave",
+diffsynth/trainers/utils.py wan_parser); within a kind the bucket is drawn by its rows' sampling mass.
+`by_rows` draws every step's bucket by mass over all buckets (`image_ratio` > 0 fixes the image share).
+Data of one kind only is that kind at every step either way.
+
 The sampler keeps no state: the batch of step `s` is drawn from a generator seeded by (seed, s), and
 rank r of W takes slice r of a global batch of W per-rank batches. Resuming at step s on the same number
 of processes therefore continues exactly; on another number the global batch (and the per-rank noise
@@ -207,22 +213,39 @@ def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step * 7919 + stream * 104_729) % (2**63 - 1))
 
 
+BATCH_ORDERS = ("interleave", "by_rows")
+
+
 class BucketSampler:
-    """Step -> the indices of this rank's share of that step's global batch."""
+    """Step -> the indices of this rank's share of that step's global batch. Every rank draws the same
+    bucket at a step (one global batch of one shape) and takes its slice."""
 
     def __init__(self, dataset: ArtifactDataset, *, video_batch: int, image_batch: int, seed: int,
-                 rank: int = 0, world: int = 1, image_ratio: float = 0.0):
+                 rank: int = 0, world: int = 1, image_ratio: float = 0.0, order: str = "by_rows"):
+        if order not in BATCH_ORDERS:
+            raise ValueError(f"batch order must be one of {BATCH_ORDERS}, not {order!r}")
         self.dataset, self.seed, self.rank, self.world = dataset, seed, rank, world
-        self.video_batch, self.image_batch = video_batch, image_batch
+        self.video_batch, self.image_batch, self.order = video_batch, image_batch, order
         mass = torch.tensor([sum(dataset.weights[i] for i in dataset.buckets[k]) for k in dataset.bucket_keys],
                             dtype=torch.float64)
-        # image_ratio > 0: a step is an image step with that probability (as the release mixes 16-image and
-        # 4-video batches); 0: buckets are drawn by their sampling mass alone
         is_image = torch.tensor([self.is_image(k) for k in dataset.bucket_keys])
-        if 0 < image_ratio < 1 and is_image.any() and (~is_image).any():
+        self.mixed = bool(is_image.any() and (~is_image).any())  # both images and videos in the data
+        # interleave: per kind, its buckets by their mass (the other kind's at 0)
+        self.kind_probs = {kind: torch.where(is_image == kind, mass, 0.0) / mass[is_image == kind].sum()
+                           for kind in (True, False) if (is_image == kind).any()}
+        # by_rows with image_ratio > 0: a step is an image step with that probability; 0: buckets are drawn
+        # by their sampling mass alone
+        if 0 < image_ratio < 1 and self.mixed:
             mass = torch.where(is_image, mass / mass[is_image].sum() * image_ratio,
                                mass / mass[~is_image].sum() * (1 - image_ratio))
         self.bucket_probs = mass / mass.sum()
+
+    def kind_at(self, step: int) -> str | None:
+        """`image` or `video` when the batch order fixes the kind of step `step` (interleave over data of
+        both kinds: images at even steps), None when the draw decides."""
+        if self.order != "interleave" or not self.mixed:
+            return None
+        return "image" if step % 2 == 0 else "video"
 
     @staticmethod
     def is_image(key: tuple) -> bool:
@@ -233,7 +256,9 @@ class BucketSampler:
 
     def indices(self, step: int) -> list[int]:
         g = step_generator(self.seed, step, stream=1)
-        key = self.dataset.bucket_keys[int(torch.multinomial(self.bucket_probs, 1, generator=g))]
+        kind = self.kind_at(step)
+        probs = self.bucket_probs if kind is None else self.kind_probs[kind == "image"]
+        key = self.dataset.bucket_keys[int(torch.multinomial(probs, 1, generator=g))]
         members = self.dataset.buckets[key]
         per_rank = self.batch_size(key)
         total = per_rank * self.world

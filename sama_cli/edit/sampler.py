@@ -16,8 +16,17 @@ import torch
 
 from sama_cli.core.errors import ConfigError
 from sama_cli.edit.choices import SCHEDULERS
-from sama_cli.model.flow import cfg_combine, dual_cfg_combine, euler_step, inference_sigmas, timestep_of
+from sama_cli.model.flow import (
+    cfg_combine,
+    dual_cfg_combine,
+    euler_step,
+    inference_sigmas,
+    round_timestep,
+    timestep_of,
+)
 from sama_cli.model.transformer import SamaTransformer
+
+TIMESTEP_DTYPES = ("model", "fp32")
 
 
 @dataclass
@@ -30,6 +39,9 @@ class SamplingConfig:
     scheduler: str = "euler"
     seed: int = 1
     semantic_tokens: int | None = None  # None: the model's 65 x anchor frames; 0: no semantic tokens
+    # model: the DiT sees each timestep rounded to the model's dtype (bf16: 995.9 -> 996), as the release's
+    # `__call__` casts it (wan_video_semantic.py); fp32: unrounded. The scheduler steps on the exact grid.
+    timestep_dtype: str = "model"
 
     def validate(self) -> None:
         if self.steps < 1:
@@ -38,6 +50,8 @@ class SamplingConfig:
             raise ConfigError(f"scheduler must be one of {SCHEDULERS}, not {self.scheduler!r}")
         if self.shift <= 0:
             raise ConfigError(f"shift must be positive, not {self.shift}")
+        if self.timestep_dtype not in TIMESTEP_DTYPES:
+            raise ConfigError(f"timestep_dtype must be one of {TIMESTEP_DTYPES}, not {self.timestep_dtype!r}")
 
     @property
     def dual(self) -> bool:
@@ -141,8 +155,9 @@ def sample(
         return out.video.float(), None if out.semantic is None else out.semantic.float()
 
     timesteps = video_sched.timesteps
+    t_dtype = dtype if cfg.timestep_dtype == "model" else torch.float32
     for i in range(len(timesteps)):
-        t = timesteps[i].to(device=device, dtype=torch.float32).expand(b)
+        t = round_timestep(timesteps[i], t_dtype).to(device).expand(b)
         if not use_cfg:
             v, vs = run(context, source_latents, latents, t, semantic)
         elif cfg.dual:

@@ -57,6 +57,55 @@ def sample_training_sigmas(batch: int, generator: torch.Generator | None = None,
     return shift_sigma(release_grid(grid), shift)[ids].float()
 
 
+def release_training_weights(shift: float = 5.0, grid: int = NUM_TRAIN_TIMESTEPS) -> torch.Tensor:
+    """DiffSynth's per-timestep loss weight on the training grid (`FlowMatchScheduler.set_timesteps(grid,
+    training=True)` in diffsynth/schedulers/flow_match.py, applied by `training_weight` in the Wan
+    pipeline's `training_loss`): a Gaussian bump `exp(-2 ((t - grid/2) / grid)^2)` over the grid's
+    timesteps `t = 1000 sigma'`, minus its smallest value (so the pure-noise end, t = 1000, weighs 0) and
+    scaled so that the weights of the `grid` points sum to `grid` (mean 1 under the uniform draw).
+    (grid,) float64, in the grid's order (index 0 is sigma 1)."""
+    t = timestep_of(shift_sigma(release_grid(grid), shift))
+    bump = torch.exp(-2 * ((t - grid / 2) / grid) ** 2)
+    bump = bump - bump.min()
+    return bump * (grid / bump.sum())
+
+
+def round_timestep(timestep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The timestep as the release's DiT sees it: cast to the pipeline dtype (`timestep.to(dtype=
+    self.torch_dtype)` in `training_loss` and `__call__`, wan_video_new.py / wan_video_semantic.py),
+    so in bf16 its sinusoidal embedding sees the rounded value (1000 for 999.8, 832 for 833.3). Returned
+    as float32 holding the rounded values; float32 leaves it as it is."""
+    timestep = timestep.float()
+    return timestep if dtype == torch.float32 else timestep.to(dtype).float()
+
+
+@dataclass
+class TrainingDraw:
+    """One training noise level per sample."""
+
+    sigma: torch.Tensor  # (B,) float32: the noise level of x_t
+    timestep: torch.Tensor  # (B,) float32: the DiT's timestep (rounded to the model's dtype when asked)
+    weight: torch.Tensor  # (B,) float32: the release's loss weight at the grid point used
+
+
+def draw_training_timesteps(batch: int, generator: torch.Generator | None = None, shift: float = 5.0,
+                            grid: int = NUM_TRAIN_TIMESTEPS,
+                            timestep_dtype: torch.dtype = torch.float32) -> TrainingDraw:
+    """The release's training draw (`training_loss` in wan_video_new.py): a uniform index into the shifted
+    grid of `grid` timesteps (the same draw as `sample_training_sigmas`), the timestep cast to the model's
+    dtype, then the grid point nearest the cast value (`add_noise` and `training_weight` take
+    `argmin |timesteps - t|`, the first on a tie) gives the noise level and the weight. In float32 the
+    nearest point is the drawn one; in bf16 the top of the grid collapses (999.8 -> 1000 -> sigma 1)."""
+    ids = torch.randint(0, grid, (batch,), generator=generator)
+    sigmas = shift_sigma(release_grid(grid), shift)
+    times = timestep_of(sigmas.float())  # float32, as the release scheduler's `timesteps`
+    timestep = round_timestep(times[ids], timestep_dtype)
+    if timestep_dtype != torch.float32:
+        ids = (times[None, :] - timestep[:, None]).abs().argmin(dim=1)
+    return TrainingDraw(sigma=sigmas[ids].float(), timestep=timestep,
+                        weight=release_training_weights(shift, grid)[ids].float())
+
+
 def euler_step(x: torch.Tensor, velocity: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
     """One flow-matching Euler step from sigma to sigma_next (the release's FlowMatchScheduler.step)."""
     return x + velocity * (sigma_next - sigma)
@@ -86,12 +135,24 @@ class LossParts:
 
 
 def sama_loss(video_pred: torch.Tensor, video_target: torch.Tensor, semantic_pred: torch.Tensor | None = None,
-              semantic_target: torch.Tensor | None = None, semantic_weight: float = 0.1) -> LossParts:
+              semantic_target: torch.Tensor | None = None, semantic_weight: float = 0.1,
+              weights: torch.Tensor | None = None) -> LossParts:
     """L = MSE(v, eps - x0) + lambda * L1(sem_pred, eps_s - s)   (docs/sama.md §3, lambda = 0.1).
+
+    `weights` (B,): the flow term becomes the mean over samples of weight x that sample's MSE, as the
+    release weights each sample's loss by its timestep (`loss * training_weight(timestep)`, one sample a
+    call). The semantic term is not weighted: the release computes L_sem apart (model_fn_wan_video
+    returns it as its own scalar) and its trainer, which combines the two, is not published; ours keeps
+    the paper's L_FM + lambda L_sem, so the head also learns at t = 1000, where the weight is 0 and where
+    sampling starts denoising the semantic tokens.
 
     Targets carry no gradient (they are data and noise), so nothing flows back through the semantic
     target into the projector: no collapse path."""
-    flow = F.mse_loss(video_pred.float(), video_target.detach().float())
+    if weights is None:
+        flow = F.mse_loss(video_pred.float(), video_target.detach().float())
+    else:
+        per_sample = (video_pred.float() - video_target.detach().float()).pow(2).flatten(1).mean(1)  # (B,)
+        flow = (weights.to(per_sample.device, per_sample.dtype) * per_sample).mean()
     if semantic_pred is None or semantic_target is None:
         semantic = flow.new_zeros(())
     else:

@@ -27,7 +27,7 @@ from sama_cli.core.runtime import resolve_device
 from sama_cli.data.dataset import ArtifactDataset, BucketSampler, collate, pretext_on_the_fly, step_generator
 from sama_cli.io.artifacts import atomic_write_text
 from sama_cli.model.config import ModelConfig, from_preset
-from sama_cli.model.flow import add_noise, sama_loss, sample_training_sigmas, timestep_of, velocity_target
+from sama_cli.model.flow import add_noise, draw_training_timesteps, sama_loss, velocity_target
 from sama_cli.model.transformer import SamaTransformer, build_model
 from sama_cli.model.weights import load_model, save_checkpoint, save_release
 from sama_cli.train import checkpoint as ckpt
@@ -47,13 +47,21 @@ class TrainResult:
     timing: dict[str, float] = field(default_factory=dict)  # mean seconds per step: data, compute, optimizer
 
 
+def warmup_steps(recipe: Recipe) -> int:
+    """`optim.warmup_steps`, where -1 is the release's default: 10% of the run (`--lr_warmup_steps -1`,
+    diffsynth/trainers/utils.py wan_parser)."""
+    o = recipe.optim
+    return round(0.1 * recipe.train.steps) if o.warmup_steps == -1 else o.warmup_steps
+
+
 def lr_at(step: int, recipe: Recipe) -> float:
     o = recipe.optim
-    if step < o.warmup_steps:
-        return o.lr * (step + 1) / o.warmup_steps
+    warmup = warmup_steps(recipe)
+    if step < warmup:
+        return o.lr * (step + 1) / warmup
     if o.schedule == "constant":
         return o.lr
-    progress = (step - o.warmup_steps) / max(1, recipe.train.steps - o.warmup_steps)
+    progress = (step - warmup) / max(1, recipe.train.steps - warmup)
     floor = o.lr * o.min_lr_ratio
     return floor + (o.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
@@ -64,6 +72,8 @@ class MicroBatch:
 
     x_t: torch.Tensor  # (B, C, T, H, W) noised target latents
     sigma: torch.Tensor  # (B,) on the CPU
+    timestep: torch.Tensor  # (B,) on the CPU: the DiT's timestep (1000 sigma, rounded as train.timestep_dtype says)
+    weight: torch.Tensor | None  # (B,) on the CPU: per-sample flow-loss weight (None: train.loss_weighting none)
     velocity: torch.Tensor  # (B, C, T, H, W) flow-matching target
     text: torch.Tensor  # (B, text_len, D), zeroed where the prompt is dropped
     source: torch.Tensor | None  # (B, C, T', H, W)
@@ -89,7 +99,8 @@ def draw_micro_batch(dataset: ArtifactDataset, sampler: BucketSampler, recipe: R
     batch = batch.to(device, torch.float32)
     g = step_generator(T.seed, tick, stream=2 + d.rank)
     b = len(batch)
-    sigma = sample_training_sigmas(b, g, T.shift)
+    drawn = draw_training_timesteps(b, g, T.shift, timestep_dtype=timestep_dtype(recipe, device))
+    sigma = drawn.sigma
     eps = torch.randn(batch.target.shape, generator=g).to(device)
     x_t = add_noise(batch.target, eps, sigma.to(device))
     sem_in = sem_target = None
@@ -101,8 +112,22 @@ def draw_micro_batch(dataset: ArtifactDataset, sampler: BucketSampler, recipe: R
     if recipe.data.drop_text > 0:
         keep = (torch.rand(b, generator=g) >= recipe.data.drop_text).to(device, text.dtype)
         text = text * keep[:, None, None]
-    return MicroBatch(x_t=x_t, sigma=sigma, velocity=velocity_target(batch.target, eps), text=text,
-                      source=batch.source, sem_in=sem_in, sem_target=sem_target, task=task)
+    weight = drawn.weight if T.loss_weighting == "release" else None
+    return MicroBatch(x_t=x_t, sigma=sigma, timestep=drawn.timestep, weight=weight,
+                      velocity=velocity_target(batch.target, eps), text=text, source=batch.source, sem_in=sem_in,
+                      sem_target=sem_target, task=task)
+
+
+def compute_dtype(recipe: Recipe, device: torch.device) -> torch.dtype:
+    """The dtype the model computes in: bf16 when `train.precision` is bf16 (or auto on CUDA), else fp32."""
+    p = recipe.train.precision
+    return torch.bfloat16 if p == "bf16" or (p == "auto" and device.type == "cuda") else torch.float32
+
+
+def timestep_dtype(recipe: Recipe, device: torch.device) -> torch.dtype:
+    """What the DiT's timestep is rounded to: the compute dtype (`train.timestep_dtype: model`, the
+    release) or nothing (`fp32`)."""
+    return compute_dtype(recipe, device) if recipe.train.timestep_dtype == "model" else torch.float32
 
 
 def build_for_training(recipe: Recipe) -> SamaTransformer:
@@ -157,7 +182,7 @@ def build(recipe: Recipe) -> Run:
     T = recipe.train
     d = setup(resolve_device(T.device))
     device = d.device
-    bf16 = T.precision == "bf16" or (T.precision == "auto" and device.type == "cuda")
+    bf16 = compute_dtype(recipe, device) == torch.bfloat16
     out = Path(T.out_dir)
     if d.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -184,7 +209,8 @@ def build(recipe: Recipe) -> Run:
                               splits=recipe.data.splits or None, kinds=recipe.data.kinds or None,
                               lazy=recipe.data.lazy)
     sampler = BucketSampler(dataset, video_batch=recipe.data.video_batch, image_batch=recipe.data.image_batch,
-                            seed=T.seed, rank=d.rank, world=d.world, image_ratio=recipe.data.image_ratio)
+                            seed=T.seed, rank=d.rank, world=d.world, image_ratio=recipe.data.image_ratio,
+                            order=recipe.data.batch_order)
     info(f"{recipe.name}: {model.num_parameters() / 1e6:.2f}M params, {len(dataset)} rows in "
          f"{len(dataset.buckets)} buckets, parallel={mode}, world={d.world}, device={device}")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 and mode != "fsdp" else contextlib.nullcontext()
@@ -229,9 +255,10 @@ def train_step(run: Run, step: int) -> StepOutput:
         # -- forward, loss, backward
         t1 = time.perf_counter()
         with run.autocast:
-            pred = run.net(mb.x_t, timestep_of(mb.sigma).to(device), mb.text, source_latents=mb.source,
+            pred = run.net(mb.x_t, mb.timestep.to(device), mb.text, source_latents=mb.source,
                            semantic_latents=mb.sem_in)
-        parts = sama_loss(pred.video, mb.velocity, pred.semantic, mb.sem_target, T.semantic_weight)
+        parts = sama_loss(pred.video, mb.velocity, pred.semantic, mb.sem_target, T.semantic_weight,
+                          weights=None if mb.weight is None else mb.weight.to(device))
         # k micro-batches of b, each loss divided by k: the gradient of one batch of k*b
         (parts.total / o.accumulate).backward()
         for k, v in parts.as_floats().items():
@@ -242,7 +269,8 @@ def train_step(run: Run, step: int) -> StepOutput:
 
     # -- clip, skip or step, EMA
     t2 = time.perf_counter()
-    grad_norm = torch.nn.utils.clip_grad_norm_(run.params, o.grad_clip)
+    # the norm is measured either way (the skip policy judges it); optim.grad_clip null clips nothing (release)
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.params, float("inf") if o.grad_clip is None else o.grad_clip)
     grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
     loss = float(all_reduce_mean(torch.tensor(parts_sum["loss"], device=device)))
     verdict = run.policy.judge(step, loss, grad_norm)

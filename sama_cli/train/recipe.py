@@ -36,7 +36,10 @@ class DataSection:
     weights: list[float] = field(default_factory=list)  # sampling weight per manifest (default equal)
     video_batch: int = 4  # release: 4 videos per batch
     image_batch: int = 16  # release: 16 images per batch
-    image_ratio: float = 0.0  # probability that a step draws an image batch (0: none)
+    image_ratio: float = 0.0  # by_rows only: probability that a step draws an image batch (0: by mass alone)
+    # interleave: image and video batches take turns, image first (release `--train_mode mix`, "image+video
+    # interleave", diffsynth/trainers/utils.py wan_parser); by_rows: a step's bucket drawn by its rows' mass
+    batch_order: str = "interleave"
     task_ratio: list[float] = field(default_factory=lambda: [1.0, 2.0, 3.0, 4.0])  # none:inpaint:speed:shuffle
     drop_text: float = 0.0  # probability of an empty prompt (for classifier-free guidance)
     pretext_on_the_fly: bool = False  # perturb plain t2v batches in latent space (cube-inpaint, tube-shuffle)
@@ -50,10 +53,10 @@ class OptimSection:
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.01
     eps: float = 1e-8
-    warmup_steps: int = 100
+    warmup_steps: int = 100  # -1: 10% of train.steps (release `--lr_warmup_steps -1`)
     schedule: str = "constant"  # constant | cosine (after warm-up)
     min_lr_ratio: float = 0.0  # cosine floor
-    grad_clip: float = 1.0
+    grad_clip: float | None = 1.0  # null: no clipping (the release's launch_training_task clips nothing)
     accumulate: int = 1
     skip_grad_norm: float = 100.0  # skip steps whose grad norm exceeds this (or is not finite)
     skip_loss_spike: float = 5.0  # skip steps whose loss exceeds this multiple of the running mean
@@ -66,6 +69,10 @@ class TrainSection:
     semantic_weight: float = 0.1  # lambda (docs/sama.md §3)
     semantic: bool = True  # Semantic Anchoring on
     shift: float = 5.0  # training sigma shift (docs/sama.md §4)
+    # release: the flow loss times DiffSynth's timestep weight (flow.release_training_weights); none: unweighted
+    loss_weighting: str = "release"
+    # model: the DiT sees the timestep rounded to its compute dtype (bf16), as the release; fp32: unrounded
+    timestep_dtype: str = "model"
     ema_decay: float = 0.9998
     ema_start: int = 0
     precision: str = "auto"  # auto | fp32 | bf16
@@ -80,6 +87,16 @@ class TrainSection:
     export_release: bool = False  # also write OUT/export/ema_release.safetensors (the authors' layout)
 
 
+# keys with a fixed set of values (the first is the field's default where the release fixes it)
+CHOICES = {
+    "optim.schedule": ("constant", "cosine"),
+    "train.parallel": ("auto", "none", "ddp", "fsdp"),
+    "train.loss_weighting": ("release", "none"),
+    "train.timestep_dtype": ("model", "fp32"),
+    "data.batch_order": ("interleave", "by_rows"),
+}
+
+
 @dataclass
 class Recipe:
     name: str = "recipe"
@@ -92,10 +109,18 @@ class Recipe:
     def validate(self, where: str = "recipe") -> None:
         if self.stage not in (0, 1):
             raise ConfigError(f"{where}: stage must be 0 or 1, not {self.stage}")
-        if self.optim.schedule not in ("constant", "cosine"):
-            raise ConfigError(f"{where}: optim.schedule must be constant or cosine, not {self.optim.schedule!r}")
-        if self.train.parallel not in ("auto", "none", "ddp", "fsdp"):
-            raise ConfigError(f"{where}: train.parallel must be auto, none, ddp or fsdp")
+        for key, allowed in CHOICES.items():
+            section, name = key.split(".")
+            value = getattr(getattr(self, section), name)
+            if value not in allowed:
+                raise ConfigError(f"{where}: {key} must be {' or '.join(allowed)}, not {value!r}")
+        if self.data.batch_order == "interleave" and self.data.image_ratio > 0:
+            raise ConfigError(f"{where}: data.image_ratio applies to data.batch_order by_rows (interleave alternates "
+                              "image and video batches): set one of them")
+        if self.optim.warmup_steps < -1:
+            raise ConfigError(f"{where}: optim.warmup_steps must be -1 (10% of train.steps) or more")
+        if self.optim.grad_clip is not None and self.optim.grad_clip <= 0:
+            raise ConfigError(f"{where}: optim.grad_clip must be positive, or null for no clipping")
         if len(self.data.task_ratio) != 4 or any(r < 0 for r in self.data.task_ratio):
             raise ConfigError(f"{where}: data.task_ratio needs 4 non-negative numbers (none, inpaint, speed, shuffle)")
         if self.data.weights and len(self.data.weights) != len(self.data.manifests):
