@@ -18,6 +18,8 @@ so every test can read off which file frames were encoded.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -270,3 +272,37 @@ def test_rows_whose_window_disagrees_fail_by_name(tmp_path: Path) -> None:
     summary, enc = run_encode(mix_dir / "manifest.jsonl", tmp_path / "lat_cut", max_frames=49)
     [failed] = summary.failed
     assert failed["id"] == "a" and failed["error"].startswith("row 'a':") and "--max-frames is 49" in failed["error"]
+
+
+# ---- the flags ---------------------------------------------------------------------------------------
+def sama(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sama_cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_cli_window_flags_reach_perturb_and_encode(tmp_path: Path) -> None:
+    manifest = t2v_manifest(tmp_path, ["a", "b"])
+    res = sama("perturb", "--mix", manifest, "-o", tmp_path / "mix", "--task-ratio", "0,0,1,0", "--skip-frames", "4",
+               "--stride", "2")
+    assert res.returncode == 0, res.stderr
+    res = sama("encode", tmp_path / "mix" / "manifest.jsonl", "-o", tmp_path / "lat", "--vae", "pixel", "--size",
+               "16x16", "--json")
+    assert res.returncode == 0, res.stderr
+    rows = {r["id"]: r for r in read_manifest(tmp_path / "lat" / "manifest.jsonl").rows}
+    for rid, factor in (("a", 2.0), ("b", 0.5)):
+        row = rows[rid]
+        # stride 2 from frame 0: 0, 2, ..., 160 are the 81; 0 and 2 lie before frame 4: 4, 6, ..., 156 (77)
+        assert row["window"] == {"start": 4, "count": 77, "stride": 2, "frames_total": N}
+        assert row["pretext"]["factor"] == factor
+        assert frame_ids(decoded(row["artifacts"]["target_latents"])) == list(range(4, 157, 2))
+        source = frame_ids(decoded(row["artifacts"]["source_latents"]))
+        assert source == [4 + 2 * i for i in row["pretext"]["indices"]] and max(source) <= 156
+    # 2x of 77 frames: round(38.5) = 38 (half to even) -> 37 frames, window frames 0, 2, ..., 72
+    assert rows["a"]["pretext"]["indices"] == list(range(0, 73, 2))
+    from sama_cli.commands.perturb import _task_options
+    from sama_cli.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--speed-order random"):  # the release alternates two factors
+        _task_options(fit="trim", ratio=0.3, mask_mode="temporal", factors="0.5,1,2", splits="4,4,4")
+    assert _task_options(fit="trim", ratio=0.3, mask_mode="temporal", factors="0.5,1,2", splits="4,4,4",
+                         speed_order="random")["speed"] == {"factors": (0.5, 1.0, 2.0), "order": "random"}
