@@ -74,7 +74,7 @@ def perturb(
     frames = f", {record['frames_in']} -> {record['frames_out']} frames" if "frames_out" in record else ""
     if record.get("space") == "pixel" and record.get("window"):
         w = record["window"]
-        frames += f" of window {w['start']}+{w['count']}x{w['stride']} of {w.get('frames_total')}"
+        frames += f" of its window: frame {w['start']} on, every {w['stride']}, of {w.get('frames_total')}"
     where = f", record {record_path(out)}" if record.get("space") == "pixel" else ""
     err.print(f"[bold]sama perturb[/bold] {task}: {out} ({record.get('space')}{frames}, prefix {record['prefix']!r}"
               f"{where})")
