@@ -46,7 +46,8 @@ bench: $(STAMP)  ## speed and memory benchmarks, written to $(OUT)/bench/bench.m
 DEMO       ?= $(OUT)/demo
 DEMO_SEED  ?= 0
 DEMO_SYNTH ?= --clips 400 --images 200 --t2v 160 --frames 5 --size 32
-DEMO_EDIT  ?= --split test,heldout --steps 20 --guidance 1 --shift 5 --side-by-side
+# --lossless: the oracle scores the edited frames themselves (lossy H.264 is not bit-reproducible)
+DEMO_EDIT  ?= --split test,heldout --steps 20 --guidance 1 --shift 5 --side-by-side --lossless
 # 5-frame clips: the release's speed pretext trims 2x (5 -> 2 frames) down to 1 frame; padding keeps motion
 DEMO_MIX   ?= --fit pad
 S0_ARGS    ?=

@@ -302,3 +302,23 @@ def test_a_refused_write_stops_the_batch(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(StorageError, match="No space left"):
         edit_batch(None, rows, tmp_path / "e", SamplingConfig(steps=1), EditSettings())
     assert tried == ["a.mp4"]
+
+
+def test_lossless_output_decodes_to_the_edited_frames_exactly(kit, tmp_path: Path, monkeypatch) -> None:
+    """`--lossless` is what the toy benchmark scores: the file must hold the sampler's frames bit for bit
+    (lossy H.264 moves pixels by several levels and is not reproducible across processes)."""
+    from sama_cli.edit.editor import Editor
+
+    made: list[torch.Tensor] = []
+    edit_frames = Editor.edit_frames
+
+    def spy(self, *args, **kwargs):
+        frames, report = edit_frames(self, *args, **kwargs)
+        made.append(frames.clone())
+        return frames, report
+
+    monkeypatch.setattr(Editor, "edit_frames", spy)
+    out = tmp_path / "exact.mp4"
+    cli(CLIP, "remove the cup", "-o", out, "--model", kit["ckpt"], "--lossless", *FAST)
+    assert len(made) == 1
+    assert torch.equal(read_video(out).frames, made[0])

@@ -78,6 +78,8 @@ def edit(
     anchors: int | None = typer.Option(None, "--anchors", help="Anchor frames (semantic tokens = 65 x N)."),
     no_audio: bool = typer.Option(False, "--no-audio", help="Do not copy the source's audio."),
     side_by_side: bool = typer.Option(False, "--side-by-side", help="Also write OUT.sbs.mp4: source | edit."),
+    lossless: bool = typer.Option(False, "--lossless", help="Write exact RGB H.264 (qp 0): decodes to the edited "
+                                  "frames bit for bit, for scoring; larger files, not every player shows it."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
     dtype: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16."),
     offload: bool = typer.Option(False, "--offload", help="Keep each model on the CPU until its stage runs."),
@@ -103,13 +105,14 @@ def edit(
     sampling, settings = request.resolve(editor.defaults)  # flags, else what the checkpoint records, else release
     if rows is None:
         report = edit_single(editor, src, instruction, out, sampling, settings, audio=not no_audio,
-                             side_by_side=side_by_side)
+                             side_by_side=side_by_side, lossless=lossless)
         summary = {"output": str(out), **report.as_dict()}
         _print_summary([summary], [], 0)
         if as_json:
             sys.stdout.write(json.dumps(summary) + "\n")
         return
-    batch = edit_batch(editor, rows, out, sampling, settings, audio=not no_audio, side_by_side=side_by_side)
+    batch = edit_batch(editor, rows, out, sampling, settings, audio=not no_audio, side_by_side=side_by_side,
+                       lossless=lossless)
     batch.failed[:0] = bad_rows  # rows the manifest could not give (no video, missing file): failed, not fatal
     _print_summary(batch.done, batch.failed, batch.skipped)
     if as_json:

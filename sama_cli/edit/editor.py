@@ -260,8 +260,10 @@ def working_size(height: int, width: int, settings: EditSettings) -> tuple[int, 
 
 def edit_file(editor: Editor, src: str | Path, instruction: str, out: str | Path, sampling: SamplingConfig,
               settings: EditSettings, *, audio: bool = True, side_by_side: str | Path | None = None,
-              on_step=None) -> EditReport:
-    """Edit one file end to end. The output (and side-by-side) appear only when everything succeeded."""
+              on_step=None, lossless: bool = False) -> EditReport:
+    """Edit one file end to end. The output (and side-by-side) appear only when everything succeeded.
+    `lossless`: exact RGB H.264 that decodes to the edited frames bit for bit (for scoring: the default
+    lossy H.264 is not reproducible bit for bit across processes, see io/video.py)."""
     from sama_cli.io.video import hstack_videos, read_video, resize_frames, write_video
 
     t_start = time.perf_counter()
@@ -274,7 +276,7 @@ def edit_file(editor: Editor, src: str | Path, instruction: str, out: str | Path
     if side_by_side is not None:  # first: OUT is what batch mode takes for "done"
         write_video(side_by_side, hstack_videos(frames, edited), video.fps)
     try:
-        write_video(out, edited, video.fps, audio_from=src if audio else None)
+        write_video(out, edited, video.fps, audio_from=src if audio else None, lossless=lossless)
     except BaseException:
         if side_by_side is not None:
             Path(side_by_side).unlink(missing_ok=True)
@@ -287,13 +289,14 @@ def edit_file(editor: Editor, src: str | Path, instruction: str, out: str | Path
 
 
 def edit_single(editor: Editor, src: str | Path, instruction: str, out: str | Path, sampling: SamplingConfig,
-                settings: EditSettings, *, audio: bool = True, side_by_side: bool = False) -> EditReport:
+                settings: EditSettings, *, audio: bool = True, side_by_side: bool = False,
+                lossless: bool = False) -> EditReport:
     """One edit as `sama edit IN INSTRUCTION -o OUT` makes it: `edit_file` with a progress bar over the
     denoising steps, and with `side_by_side`, OUT.sbs.mp4 (source | edit) beside OUT."""
     sbs = Path(out).with_suffix(".sbs.mp4") if side_by_side else None
     bar = iter(progress(range(sampling.steps), f"denoising {Path(src).name}"))
     return edit_file(editor, src, instruction, out, sampling, settings, audio=audio, side_by_side=sbs,
-                     on_step=lambda i, n: next(bar, None))
+                     on_step=lambda i, n: next(bar, None), lossless=lossless)
 
 
 def manifest_rows(manifest: str | Path, split: str | None = None, limit: int | None = None, *,
@@ -321,7 +324,8 @@ class BatchReport:
 
 
 def edit_batch(editor: Editor, rows: list[dict], out_dir: str | Path, sampling: SamplingConfig,
-               settings: EditSettings, *, audio: bool = True, side_by_side: bool = False) -> BatchReport:
+               settings: EditSettings, *, audio: bool = True, side_by_side: bool = False,
+               lossless: bool = False) -> BatchReport:
     """`sama edit --manifest`: each edit row to OUT_DIR/<id>.mp4 (`edit_single`), skipping outputs that
     exist, then OUT_DIR/manifest.jsonl with the rows whose output exists.
 
@@ -343,7 +347,7 @@ def edit_batch(editor: Editor, rows: list[dict], out_dir: str | Path, sampling: 
         t0 = time.perf_counter()
         try:
             one = edit_single(editor, Path(row["source"]), row["instruction"], target, sampling, settings,
-                              audio=audio, side_by_side=side_by_side)
+                              audio=audio, side_by_side=side_by_side, lossless=lossless)
             report.done.append({"id": row["id"], "output": str(target), **one.as_dict()})
         except StorageError:
             raise

@@ -7,6 +7,11 @@ rate. Writing is H.264 in MP4 (yuv420p, even sides: an odd side is padded by rep
 row/column), or, with `lossless=True`, exact RGB H.264 (`libx264rgb`, qp 0) that reads back
 bit-for-bit (the toy world uses it). Every write is atomic.
 
+Lossy H.264 is not reproducible bit for bit: libx264 in PyAV's FFmpeg build encodes the same frames to
+a different stream in about one process in ten (measured on 32x32 clips, even single-threaded and
+from fixed YUV input; repeated writes within one process agree), and decoded pixels then differ by up
+to ~20/255. Anything scored exactly (the toy benchmark, tests) writes `lossless=True`.
+
 Resolution buckets (docs/sama.md §4): about 480x832 pixels of area, sides multiples of 32, aspect
 (height / width) clamped to [0.5, 2.0]; frames fit a bucket by crop, letterbox or stretch.
 """
