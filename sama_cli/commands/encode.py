@@ -11,7 +11,7 @@ from sama_cli.core.errors import ConfigError
 
 
 def encode(
-    inputs: list[str] = typer.Argument(..., help="Videos, images, folders, or one manifest (.jsonl, or - for stdin)."),
+    inputs: list[str] = typer.Argument(..., help="Videos, images, folders, or one manifest (.jsonl, or - for stdin; or DiffSynth metadata .csv/.json/.jsonl)."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder (latents/, text/, manifest.jsonl)."),
     vae: str = typer.Option("pixel", "--vae", help="Codec: a Wan diffusers folder, Wan2.1_VAE.pth, tiny, pixel, "
                                                   "pixel:s4."),
@@ -31,6 +31,9 @@ def encode(
                                     "without a window or their own skip_frames (OpenVE-3M: 4)."),
     fit: str = typer.Option("pad", "--fit", help="A window chosen here reaches the codec's 1+4k frames by pad "
                             "(repeat the last frame) | trim (the release)."),
+    base_path: Path | None = typer.Option(None, "--base-path", help="The folder a manifest's relative paths "
+                                          "resolve against (DiffSynth's --dataset_base_path). Default: the "
+                                          "manifest file's folder."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that are already cached."),
     tiling: bool = typer.Option(False, "--tiling", help="VAE tiling for large frames."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
@@ -71,7 +74,7 @@ def encode(
     te = load_text_encoder(text_encoder, device=dev, dtype=torch.float32 if dev.type == "cpu" else dt) \
         if text_encoder else None
     summary, rows = run(inputs, out, codec=codec, text_encoder=te, text_spec=text_encoder, prompt=prompt,
-                        device=dev, opts=opts, dist=d)
+                        device=dev, opts=opts, dist=d, base_path=base_path)
     teardown()
     s = summary.as_dict()
     report_batch(f"[bold]sama encode[/bold]: {s['files']} files ({s['frames']} frames), {s['texts']} prompts, "

@@ -27,7 +27,11 @@ def perturb(
                                       show_default=False),
     out: Path = typer.Option(..., "-o", "--out", help="Output MP4 / .safetensors, or folder with --mix."),
     task: str | None = typer.Option(None, "--task", help="cube-inpaint | speed | tube-shuffle."),
-    mix_manifest: str | None = typer.Option(None, "--mix", help="Stage-0 mix: perturb a manifest's t2v rows."),
+    mix_manifest: str | None = typer.Option(None, "--mix", help="Stage-0 mix: perturb a manifest's t2v rows (our "
+                                            ".jsonl or DiffSynth metadata .csv/.json/.jsonl)."),
+    base_path: Path | None = typer.Option(None, "--base-path", help="The folder a manifest's relative paths "
+                                          "resolve against (DiffSynth's --dataset_base_path). Default: the "
+                                          "manifest file's folder."),
     seed: int = typer.Option(0, "--seed", help="Seed (per clip / per row id)."),
     task_ratio: str = typer.Option("1,2,3,4", "--task-ratio", help="none:inpaint:speed:shuffle for --mix."),
     ratio: float = typer.Option(0.3, "--ratio", help="cube-inpaint: share of the clip blacked out."),
@@ -62,7 +66,7 @@ def perturb(
         if src is not None or task is not None:
             raise ConfigError("--mix takes a manifest and an output folder; leave out IN and --task")
         _mix(mix_manifest, out, seed=seed, task_ratio=task_ratio, opts=opts, fit=fit, lossless=lossless,
-             stdout=stdout, as_json=as_json, rule=rule)
+             stdout=stdout, as_json=as_json, rule=rule, base_path=base_path)
         return
     if src is None or task is None:
         raise ConfigError("give IN and --task (or --mix MANIFEST)")
@@ -119,13 +123,13 @@ def _task_options(*, fit: str, ratio: float, mask_mode: str, factors: str, split
 
 
 def _mix(manifest: str, out: Path, *, seed: int, task_ratio: str, opts: dict[str, dict], fit: str, lossless: bool,
-         stdout: bool, as_json: bool, rule=None) -> None:
+         stdout: bool, as_json: bool, rule=None, base_path: Path | None = None) -> None:
     """`--mix`: the stage-0 manifest from a manifest's t2v rows, and its summary."""
     from sama_cli.data.pretext_files import mix
     from sama_cli.io.manifest import dumps_rows
 
     rows, counts = mix(manifest, out, seed=seed, task_ratio=_floats(task_ratio, 4, "--task-ratio"),
-                       options=opts, fit=fit, lossless=lossless, rule=rule)
+                       options=opts, fit=fit, lossless=lossless, rule=rule, base_path=base_path)
     err.print(f"[bold]sama perturb --mix[/bold]: {len(rows)} rows, tasks {counts} -> {out / 'manifest.jsonl'}")
     if stdout:
         sys.stdout.write(dumps_rows(rows, None))

@@ -121,8 +121,10 @@ def read_window(path: Path, window: Window) -> Video:
 def row_skip(row: dict[str, Any], default: int) -> int:
     """The frames a row drops at its start: its own `skip_frames` (OpenVE-3M rows: 4), else `default`."""
     value = row.get("skip_frames", default)
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # CSV columns arrive as floats
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)  # a DiffSynth CSV cell is text (io/metadata.py)
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise InputError(f"row {row['id']!r}: skip_frames must be a whole number >= 0, not {value!r}")
     return value
@@ -281,8 +283,10 @@ def check_pretext(row: dict[str, Any], pre: dict[str, Any], window: Window) -> N
 
 def encode(inputs: list[str], out: Path, *, codec, text_encoder=None, text_spec: str | None = None,
            prompt: str | None = None, device: torch.device, opts: EncodeOptions,
-           dist: Dist | None = None) -> tuple[EncodeSummary, list[dict]]:
+           dist: Dist | None = None, base_path: str | Path | None = None) -> tuple[EncodeSummary, list[dict]]:
     """Encode files/folders or one manifest into `out`; returns the summary and this rank's output rows.
+    A manifest may be a DiffSynth metadata file; `base_path` is the folder its relative paths resolve
+    against (default: the file's folder).
     Under torchrun (`dist`, else `distributed.setup`) each rank encodes its share of the inputs."""
     t0 = time.perf_counter()
     d = dist or setup(device)
@@ -290,7 +294,7 @@ def encode(inputs: list[str], out: Path, *, codec, text_encoder=None, text_spec:
     out.mkdir(parents=True, exist_ok=True)
     rows_out: list[dict] = []
     if len(inputs) == 1 and is_manifest_path(inputs[0]):
-        manifest = read_manifest(inputs[0])
+        manifest = read_manifest(inputs[0], base_path=base_path)
         for index, row in progress(share(list(enumerate(manifest.rows)), d), "encode"):
             try:
                 arts, window = enc.row(row, out)

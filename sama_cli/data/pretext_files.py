@@ -149,13 +149,14 @@ def perturb_latent_file(src: Path, dst: Path, task: str, seed: int, options: dic
 
 def mix(manifest_path: str, out: Path, *, seed: int, task_ratio: tuple[float, ...] = DEFAULT_TASK_RATIO,
         options: dict[str, dict[str, Any]] | None = None, fit: str = "trim",
-        lossless: bool = True, rule: WindowRule | None = None) -> tuple[list[dict], dict[str, int]]:
+        lossless: bool = True, rule: WindowRule | None = None,
+        base_path: str | Path | None = None) -> tuple[list[dict], dict[str, int]]:
     """Turn the manifest's t2v rows into stage-0 rows (other rows pass through unchanged). Each row's
     frame window is chosen once (its own `window` if it has one, else `rule` with its `skip_frames`) and
     recorded; its pretext is made on exactly those frames. Deterministic: a row's task, window and
     perturbation depend only on the seed and the row, its speed factor (release alternation) on how many
-    speed rows come before it."""
-    manifest = read_manifest(manifest_path)
+    speed rows come before it. `base_path`: where a DiffSynth metadata file's relative paths resolve."""
+    manifest = read_manifest(manifest_path, base_path=base_path)
     options = options or {t: task_options(t) for t in TASK_PREFIXES}
     rule = rule or WindowRule()
     rows, counts = [], {t: 0 for t in TASK_PREFIXES}
