@@ -322,3 +322,31 @@ def test_lossless_output_decodes_to_the_edited_frames_exactly(kit, tmp_path: Pat
     cli(CLIP, "remove the cup", "-o", out, "--model", kit["ckpt"], "--lossless", *FAST)
     assert len(made) == 1
     assert torch.equal(read_video(out).frames, made[0])
+
+
+def timesteps_seen(monkeypatch) -> list[list[float]]:
+    """The timesteps (one list per DiT forward) the model is called with from now on."""
+    seen: list[list[float]] = []
+    forward = SamaTransformer.forward
+
+    def spy(self, latents, timestep, context, *args, **kwargs):
+        seen.append(timestep.float().tolist())
+        return forward(self, latents, timestep, context, *args, **kwargs)
+
+    monkeypatch.setattr(SamaTransformer, "forward", spy)
+    return seen
+
+
+@pytest.mark.parametrize(("flag", "second"), [([], 832.0), (["--timestep-dtype", "fp32"], 2500 / 3)])
+def test_timestep_dtype_reaches_the_sampler(kit, tmp_path: Path, monkeypatch, flag, second) -> None:
+    """Two steps at shift 5: sigmas 1 and 5*0.5/(1+4*0.5) = 5/6, timesteps 1000 and 833.33. A bf16 model sees
+    the bf16 rounding of 833.33 (spacing 4 in [512, 1024): 832) unless told fp32, as the release casts."""
+    seen = timesteps_seen(monkeypatch)
+    cli(CLIP, "remove the cup", "-o", tmp_path / "t.mp4", "--model", kit["ckpt"], "--dtype", "bf16", *FAST, *flag)
+    assert [t[0] for t in seen] == pytest.approx([1000.0, second], abs=1e-3)
+
+
+def test_unknown_timestep_dtype_is_refused_before_the_model_loads(tmp_path: Path) -> None:
+    res = sama("edit", CLIP, "x", "-o", tmp_path / "o.mp4", "--model", tmp_path / "missing", "--timestep-dtype", "fp16")
+    assert res.returncode == 2 and "timestep_dtype must be one of" in res.stderr, res.stderr
+    assert not (tmp_path / "o.mp4").exists()

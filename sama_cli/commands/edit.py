@@ -63,6 +63,9 @@ def edit(
     text_guidance: float | None = typer.Option(None, help="Dual guidance: text scale s_T."),
     shift: float | None = typer.Option(None, help="Flow-matching sigma shift [release: 5]."),
     scheduler: str = typer.Option("euler", help=f"Sampler: {' | '.join(SCHEDULERS)} (euler is the release's)."),
+    timestep_dtype: str = typer.Option("model", "--timestep-dtype", help="model: the DiT sees each timestep "
+                                       "rounded to the model's dtype (bf16 on GPU), as the release does; fp32: "
+                                       "unrounded. Either way the sampler steps on the exact sigmas."),
     seed: int = typer.Option(1, help="Random seed (release default 1)."),
     negative_prompt: str = typer.Option("[Video edit]", help="Negative prompt."),
     null_negative: bool = typer.Option(False, "--null-negative", help="Guide against an all-zero text context (what "
@@ -94,6 +97,7 @@ def edit(
     _check_inputs(src, instruction, out, manifest)
     request = EditRequest(steps=steps, guidance=guidance, shift=shift, size=_parse_size(size), bucket=bucket,
                           source_guidance=source_guidance, text_guidance=text_guidance, scheduler=scheduler,
+                          timestep_dtype=timestep_dtype,
                           seed=seed, prompt_prefix=prompt_prefix, negative_prompt=negative_prompt,
                           null_negative=null_negative, max_frames=max_frames, resize=resize, anchor_frames=anchors)
     request.validate()  # before the model: loading one can take minutes

@@ -102,6 +102,7 @@ class EditRequest:
     text_guidance: float | None = None
     scheduler: str = SamplingConfig.scheduler
     seed: int = SamplingConfig.seed
+    timestep_dtype: str = SamplingConfig.timestep_dtype
     prompt_prefix: str = EditSettings.prompt_prefix
     negative_prompt: str = EditSettings.negative_prompt
     null_negative: bool = EditSettings.null_negative
@@ -118,7 +119,7 @@ class EditRequest:
                                   shift=_first(self.shift, model.shift, release.shift),
                                   guidance=_first(self.guidance, model.guidance, release.guidance),
                                   source_guidance=self.source_guidance, text_guidance=self.text_guidance,
-                                  scheduler=self.scheduler, seed=self.seed)
+                                  scheduler=self.scheduler, seed=self.seed, timestep_dtype=self.timestep_dtype)
         # a model that knows one size (the toy model) works at it, unless told --size, --bucket or --native
         size = self.size if self.size is not None or self.bucket is not None else model.working_size
         settings = EditSettings(prompt_prefix=self.prompt_prefix, negative_prompt=self.negative_prompt,
