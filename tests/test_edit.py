@@ -209,13 +209,13 @@ def test_default_working_size_is_the_release_bucket() -> None:
     assert working_size(32, 64, EditSettings(size=(64, 128))) == (64, 128)
 
 
-def contexts_seen(monkeypatch) -> list[torch.Tensor]:
-    """The text context (B, L, D) of every DiT forward from now on."""
-    seen: list[torch.Tensor] = []
+def forwards_seen(monkeypatch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(timestep, text context) of every DiT forward from now on."""
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
     forward = SamaTransformer.forward
 
     def spy(self, latents, timestep, context, *args, **kwargs):
-        seen.append(context.detach().clone())
+        seen.append((timestep.detach().float().clone(), context.detach().clone()))
         return forward(self, latents, timestep, context, *args, **kwargs)
 
     monkeypatch.setattr(SamaTransformer, "forward", spy)
@@ -237,11 +237,12 @@ def test_null_negative_guides_against_an_all_zero_context(kit, tmp_path: Path, m
     """--null-negative: with guidance the unconditional half of each batched DiT call sees an all-zero
     text context (what data.drop_text trains on), not the encoded negative prompt; the prompt half is
     unchanged."""
-    seen = contexts_seen(monkeypatch)
+    forwards = forwards_seen(monkeypatch)
     flags = ["--model", kit["ckpt"], *FAST, "--guidance", "3"]
     cli(CLIP, "remove the cup", "-o", tmp_path / "null.mp4", *flags, "--null-negative")
-    null, seen[:] = list(seen), []
+    null, forwards[:] = [c for _, c in forwards], []
     cli(CLIP, "remove the cup", "-o", tmp_path / "prompt.mp4", *flags)
+    seen = [c for _, c in forwards]
     assert len(null) == len(seen) == 2  # two steps, both branches in one batch
     for with_null, with_prompt in zip(null, seen, strict=True):
         assert with_null.shape[0] == 2 and with_null[0].abs().sum() > 0
@@ -257,16 +258,16 @@ def test_what_the_checkpoint_records_is_used_unless_an_option_is_given(kit, tmp_
             "sampling": {"steps": 3, "guidance": 1.0}}
     model = build_model(from_preset("tiny", text_len=512, semantic_local_grid=8), seed=0)
     recorded = save_checkpoint(model, tmp_path / "recorded", meta=meta)
-    seen = contexts_seen(monkeypatch)
+    forwards = forwards_seen(monkeypatch)
     quick = ["--model", recorded, "--max-frames", "5", "--device", "cpu"]
     summary = cli(CLIP, "remove the cup", "-o", tmp_path / "a.mp4", *quick)
     assert summary["steps"] == 3 and summary["size"] == [32, 64]
-    assert [c.shape[0] for c in seen] == [1, 1, 1]
-    seen[:] = []
+    assert [c.shape[0] for _, c in forwards] == [1, 1, 1]
+    forwards[:] = []
     summary = cli(CLIP, "remove the cup", "-o", tmp_path / "b.mp4", *quick, "--steps", "2", "--size", "64x32",
                   "--guidance", "4")
     assert summary["steps"] == 2 and summary["size"] == [64, 32]
-    assert [c.shape[0] for c in seen] == [2, 2]
+    assert [c.shape[0] for _, c in forwards] == [2, 2]
 
 
 def test_resolve_takes_the_option_else_the_record_else_the_release() -> None:
@@ -324,26 +325,13 @@ def test_lossless_output_decodes_to_the_edited_frames_exactly(kit, tmp_path: Pat
     assert torch.equal(read_video(out).frames, made[0])
 
 
-def timesteps_seen(monkeypatch) -> list[list[float]]:
-    """The timesteps (one list per DiT forward) the model is called with from now on."""
-    seen: list[list[float]] = []
-    forward = SamaTransformer.forward
-
-    def spy(self, latents, timestep, context, *args, **kwargs):
-        seen.append(timestep.float().tolist())
-        return forward(self, latents, timestep, context, *args, **kwargs)
-
-    monkeypatch.setattr(SamaTransformer, "forward", spy)
-    return seen
-
-
 @pytest.mark.parametrize(("flag", "second"), [([], 832.0), (["--timestep-dtype", "fp32"], 2500 / 3)])
 def test_timestep_dtype_reaches_the_sampler(kit, tmp_path: Path, monkeypatch, flag, second) -> None:
     """Two steps at shift 5: sigmas 1 and 5*0.5/(1+4*0.5) = 5/6, timesteps 1000 and 833.33. A bf16 model sees
     the bf16 rounding of 833.33 (spacing 4 in [512, 1024): 832) unless told fp32, as the release casts."""
-    seen = timesteps_seen(monkeypatch)
+    seen = forwards_seen(monkeypatch)
     cli(CLIP, "remove the cup", "-o", tmp_path / "t.mp4", "--model", kit["ckpt"], "--dtype", "bf16", *FAST, *flag)
-    assert [t[0] for t in seen] == pytest.approx([1000.0, second], abs=1e-3)
+    assert [float(t[0]) for t, _ in seen] == pytest.approx([1000.0, second], abs=1e-3)
 
 
 def test_unknown_timestep_dtype_is_refused_before_the_model_loads(tmp_path: Path) -> None:
