@@ -192,3 +192,18 @@ def test_sama_anchor_takes_the_csv_directly(ditto_clips: Path, tmp_path: Path) -
     assert [(r["id"], r["target"]) for r in rows] == [("good-000000", str(videos / "local" / "0001_edit.mp4")),
                                                       ("good-000001", str(videos / "global_style1" / "0002_style.mp4"))]
     assert all(Path(r["artifacts"]["anchors"]).is_file() for r in rows)
+
+
+@pytest.mark.parametrize("command", [["encode", "--vae", "pixel"], ["anchor"], ["perturb", "--mix"]])
+def test_an_unreadable_metadata_file_stops_before_any_output(tmp_path: Path, command: list[str]) -> None:
+    """A CSV without a `video` column: an input error naming the file (exit 2 from `sama`, tests/test_cli.py),
+    and the output folder never made."""
+    bad = tmp_path / "nov.csv"
+    bad.write_text("src,prompt\na.mp4,hi\n")
+    out = tmp_path / "out"
+    args = [command[0], *command[1:], str(bad), "-o", str(out)] if command[0] == "perturb" else \
+        [command[0], str(bad), "-o", str(out), *command[1:]]
+    res = CliRunner().invoke(app, args)
+    assert isinstance(res.exception, InputError), res.output
+    assert "nov.csv: no 'video' column" in str(res.exception)
+    assert not out.exists()

@@ -193,9 +193,10 @@ def anchor_inputs(inputs: list[str], out: Path, encoder, *, count: int = 1, how:
     t0 = time.perf_counter()
     d = dist or setup(torch.device("cpu"))
     summary, rows_out = AnchorSummary(), []
-    out.mkdir(parents=True, exist_ok=True)
     if len(inputs) == 1 and is_manifest_path(inputs[0]):
-        for index, row in progress(share(list(enumerate(read_manifest(inputs[0], base_path=base_path).rows)), d), "anchor"):
+        rows = read_manifest(inputs[0], base_path=base_path).rows
+        out.mkdir(parents=True, exist_ok=True)  # only once the input is known to be readable
+        for index, row in progress(share(list(enumerate(rows)), d), "anchor"):
             try:
                 dst = _anchor_row(encoder, row, out, count, how, summary, overwrite)
                 rows_out.append({**row, "artifacts": {**(row.get("artifacts") or {}), "anchors": str(dst)},

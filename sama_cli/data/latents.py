@@ -291,10 +291,10 @@ def encode(inputs: list[str], out: Path, *, codec, text_encoder=None, text_spec:
     t0 = time.perf_counter()
     d = dist or setup(device)
     enc = Encoder(codec, text_encoder, device=device, opts=opts)
-    out.mkdir(parents=True, exist_ok=True)
     rows_out: list[dict] = []
     if len(inputs) == 1 and is_manifest_path(inputs[0]):
         manifest = read_manifest(inputs[0], base_path=base_path)
+        out.mkdir(parents=True, exist_ok=True)  # only once the input is known to be readable
         for index, row in progress(share(list(enumerate(manifest.rows)), d), "encode"):
             try:
                 arts, window = enc.row(row, out)
@@ -314,6 +314,7 @@ def encode(inputs: list[str], out: Path, *, codec, text_encoder=None, text_spec:
         enc.summary.manifest = str(out / "manifest.jsonl")
     else:
         files = share(expand_inputs(inputs), d)
+        out.mkdir(parents=True, exist_ok=True)
         for f in progress(files, "encode"):
             try:
                 dst = out / f"{f.stem}-{content_hash(f)[:8]}.latents.safetensors"
