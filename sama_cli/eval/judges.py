@@ -45,20 +45,32 @@ def parse_scores(text: str, keys: list[str], scale: tuple[float, float]) -> dict
     candidates = [text.strip()]
     candidates += re.findall(r"```(?:json)?\s*(\{.*?\})\s*```", text, flags=re.S)
     candidates += re.findall(r"\{[^{}]*\}", text, flags=re.S)
+    return first_in_scale(_loads(candidates), lambda obj: {k: float(obj[k]) for k in keys}, scale,
+                          "no JSON object with every criterion inside the scale")
+
+
+def _loads(candidates: list[str]):
+    """The candidates that parse as JSON, parsed, in order."""
     for c in candidates:
         try:
-            obj = json.loads(c)
+            yield json.loads(c)
         except json.JSONDecodeError:
             continue
+
+
+def first_in_scale(objects, extract, scale: tuple[float, float], missing: str) -> dict[str, float]:
+    """The scores `extract` takes from the first JSON object (dict) that has them all inside `scale`;
+    an object it cannot read (KeyError, TypeError, ValueError) is skipped. ValueError(`missing`) if none."""
+    for obj in objects:
         if not isinstance(obj, dict):
             continue
         try:
-            scores = {k: float(obj[k]) for k in keys}
+            scores = extract(obj)
         except (KeyError, TypeError, ValueError):
             continue
         if all(scale[0] <= v <= scale[1] for v in scores.values()):
             return scores
-    raise ValueError("no JSON object with every criterion inside the scale")
+    raise ValueError(missing)
 
 
 def fit_image(frame: np.ndarray, max_side: int):

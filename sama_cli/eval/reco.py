@@ -21,6 +21,7 @@ from typing import Any
 
 from sama_cli.core.errors import InputError
 from sama_cli.eval.adapters import Adapter, BenchSample, Criterion, Line, Request, mean, register
+from sama_cli.eval.judges import first_in_scale
 
 TASKS = ("add", "remove", "replace", "style")
 # release: eval_step2_get_final_scores.py, INDICATORS (the scores list of each group, in order)
@@ -72,20 +73,15 @@ def parse_reply(text: str, scale: tuple[float, float]) -> dict[str, float]:
     """The nine scores from the release's nested groups (`{"edit_accuracy": {"scores": [..]}, ...}`) or our
     flat object (`{"SA": n, ...}`). Raises ValueError when no object has all nine inside the scale."""
     keys = [k for group in RECO_GROUPS.values() for k in group]
-    for obj in json_objects(text):
-        if not isinstance(obj, dict):
-            continue
-        try:
-            if all(g in obj for g in RELEASE_GROUPS):
-                scores = {k: float(v) for g, ours in RELEASE_GROUPS.items()
-                          for k, v in zip(RECO_GROUPS[ours], obj[g]["scores"], strict=True)}
-            else:
-                scores = {k: float(obj[k]) for k in keys}
-        except (KeyError, TypeError, ValueError):
-            continue
-        if all(scale[0] <= v <= scale[1] for v in scores.values()):
-            return scores
-    raise ValueError("no object with the nine scores (nested groups or flat) inside the scale")
+
+    def extract(obj: dict) -> dict[str, float]:
+        if all(g in obj for g in RELEASE_GROUPS):
+            return {k: float(v) for g, ours in RELEASE_GROUPS.items()
+                    for k, v in zip(RECO_GROUPS[ours], obj[g]["scores"], strict=True)}
+        return {k: float(obj[k]) for k in keys}
+
+    return first_in_scale(json_objects(text), extract, scale,
+                          "no object with the nine scores (nested groups or flat) inside the scale")
 
 
 @register
