@@ -45,7 +45,15 @@ from sama_cli.io.manifest import (
     row_prompt,
     write_sharded_manifest,
 )
-from sama_cli.io.video import RESIZE_MODES, Video, probe, read_frames_folder, read_video, resize_frames
+from sama_cli.io.video import (
+    RESIZE_MODES,
+    Video,
+    frame_files,
+    probe,
+    read_frames_folder,
+    read_video,
+    resize_frames,
+)
 
 BUCKET_AREA = 480 * 832
 
@@ -101,7 +109,7 @@ def clip_frames(path: Path) -> int:
     decoding it."""
     path = Path(path)
     if path.is_dir():
-        return read_frames_folder(path).num_frames
+        return len(frame_files(path))
     return probe(path).frames
 
 
@@ -109,11 +117,11 @@ def read_window(path: Path, window: Window) -> Video:
     """Decode exactly the window's frames of a clip (a frame folder is read and cut). A clip too short
     for the window is an InputError naming the file."""
     path = Path(path)
-    total = clip_frames(path)
+    video = read_frames_folder(path) if path.is_dir() else None
+    total = video.num_frames if video is not None else clip_frames(path)
     if window.end > total:
         raise InputError(f"has {total} frames, too few for its window {window.as_dict()}", path=path)
-    if path.is_dir():
-        video = read_frames_folder(path)
+    if video is not None:
         return Video(video.frames[window.indices()], video.fps, path, video.info)
     return read_video(path, start=window.start, step=window.stride, max_frames=window.count)
 

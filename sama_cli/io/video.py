@@ -306,8 +306,8 @@ def _read_decord(path: Path, info: VideoInfo, start: int, end: int | None, step:
         raise InputError(f"corrupt or truncated video stream ({_one_line(e)})", path=path) from None
 
 
-def read_frames_folder(path: str | Path, fps: float = 1.0) -> Video:
-    """A folder of numbered frames (PNG/JPEG/...), in natural order (`2.png` before `10.png`)."""
+def frame_files(path: str | Path) -> list[Path]:
+    """The numbered frames (PNG/JPEG/...) of a folder, in natural order (`2.png` before `10.png`)."""
     import re
 
     path = Path(path)
@@ -320,7 +320,13 @@ def read_frames_folder(path: str | Path, fps: float = 1.0) -> Video:
     def key(p: Path):
         return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
 
-    frames = [_read_image(p) for p in sorted(files, key=key)]
+    return sorted(files, key=key)
+
+
+def read_frames_folder(path: str | Path, fps: float = 1.0) -> Video:
+    """A folder of numbered frames (PNG/JPEG/...), in natural order (`2.png` before `10.png`)."""
+    path = Path(path)
+    frames = [_read_image(p) for p in frame_files(path)]
     if len({f.shape for f in frames}) != 1:
         raise InputError("frames have different sizes", path=path)
     return Video(torch.from_numpy(np.stack(frames)), fps, path)
