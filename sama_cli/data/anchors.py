@@ -27,6 +27,7 @@ from sama_cli.core.console import err, progress, warn
 from sama_cli.core.distributed import Dist, setup, share
 from sama_cli.core.errors import InputError, SamaError, StorageError, naming
 from sama_cli.io.artifacts import content_hash, is_valid_cache, read_header, save_artifact
+from sama_cli.io.frames import Window
 from sama_cli.io.manifest import expand_inputs, is_manifest_path, read_manifest, write_sharded_manifest
 from sama_cli.io.video import RESIZE_MODES, read_video, resize_frames
 
@@ -72,21 +73,16 @@ class TargetView:
                 "window": {"start": self.start, "count": self.frames, "stride": self.stride}}
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _window(value: Any, where: Path) -> tuple[int, int | None, int]:
-    """(start, count, stride) of a recorded window {start, count, stride}; missing keys mean frame 0 on,
+    """(start, count, stride) of a recorded window (io.frames.Window's record); none recorded: frame 0 on,
     stride 1, count unknown (None)."""
     if value is None:
         return 0, None, 1
-    if isinstance(value, dict):
-        start, count, stride = value.get("start", 0), value.get("count"), value.get("stride", 1)
-        if (_is_int(start) and _is_int(stride) and start >= 0 and stride >= 1
-                and (count is None or (_is_int(count) and count >= 1))):
-            return start, count, stride
-    raise InputError(f"frame window {value!r} is not {{start >= 0, count >= 1, stride >= 1}}", path=where)
+    try:
+        window = Window.from_dict(value)
+    except ValueError as e:
+        raise InputError(f"frame window {value!r} is not a window ({e})", path=where) from None
+    return window.start, window.count, window.stride
 
 
 def target_view(row: dict[str, Any]) -> TargetView | None:

@@ -113,6 +113,17 @@ def clip_frames(path: Path) -> int:
     return probe(path).frames
 
 
+def clip_window(src: Path, rule: WindowRule, *, fit: str, skip: int | None = None,
+                k: int = TEMPORAL_FACTOR) -> Window:
+    """The rule's window of a clip (its frame count read without decoding), the 1+k*m `fit` included; a
+    clip the rule cannot window is an InputError naming it."""
+    with naming(src):
+        try:
+            return rule.choose(clip_frames(src), skip=skip, fit=fit, k=k)
+        except ValueError as e:
+            raise InputError(str(e)) from None
+
+
 def read_window(path: Path, window: Window) -> Video:
     """Decode exactly the window's frames of a clip (a frame folder is read and cut). A clip too short
     for the window is an InputError naming the file."""
@@ -186,11 +197,7 @@ class Encoder:
         fitted so). Skipped when a valid cached output exists; the window goes into the meta."""
         opts = self.opts
         if window is None:
-            with naming(src):
-                try:
-                    window = opts.rule.choose(clip_frames(src), fit=opts.fit, k=self.codec.temporal_factor)
-                except ValueError as e:
-                    raise InputError(str(e)) from None
+            window = clip_window(src, opts.rule, fit=opts.fit, k=self.codec.temporal_factor)
         digest = content_hash(src)
         expect = {"content_hash": digest, "codec": self.codec.describe(), "resize": opts.resize,
                   "window": window.as_dict(), "read": "whole" if whole else "window", "fit": fit,

@@ -34,7 +34,7 @@ from typing import Any
 
 from sama_cli.core.console import progress
 from sama_cli.core.errors import ConfigError, InputError, naming
-from sama_cli.data.latents import clip_frames, read_window, row_window
+from sama_cli.data.latents import clip_window, read_window, row_window
 from sama_cli.data.pretext import (
     DEFAULT_TASK_RATIO,
     SPEED_ORDERS,
@@ -82,15 +82,6 @@ def speed_options(options: dict[str, Any], k: int) -> tuple[dict[str, Any], dict
 def record_path(dst: Path) -> Path:
     """Where the record of a perturbed video is written: beside it, `OUT.mp4.json`."""
     return dst.with_name(dst.name + ".json")
-
-
-def clip_window(src: Path, rule: WindowRule, *, fit: str, skip: int | None = None) -> Window:
-    """The rule's window of a clip (its frame count read without decoding), the 4k+1 `fit` included."""
-    with naming(src):
-        try:
-            return rule.choose(clip_frames(src), skip=skip, fit=fit)
-        except ValueError as e:
-            raise InputError(str(e)) from None
 
 
 def perturb_window(src: Path, window: Window, task: str, g, options: dict[str, Any], *, fit: str,
