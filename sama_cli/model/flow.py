@@ -52,9 +52,8 @@ def sample_training_sigmas(batch: int, generator: torch.Generator | None = None,
                            grid: int = NUM_TRAIN_TIMESTEPS) -> torch.Tensor:
     """Per-sample training sigmas: a uniform draw from the release's shifted grid of `grid` sigmas
     (`set_timesteps(1000, training=True)` on the same scheduler: 1, 0.999, ..., 0.001 before the shift;
-    shift 5 in the release). (B,) float32."""
-    ids = torch.randint(0, grid, (batch,), generator=generator)
-    return shift_sigma(release_grid(grid), shift)[ids].float()
+    shift 5 in the release). (B,) float32: the sigmas of `draw_training_timesteps` in float32."""
+    return draw_training_timesteps(batch, generator, shift, grid).sigma
 
 
 def release_training_weights(shift: float = 5.0, grid: int = NUM_TRAIN_TIMESTEPS) -> torch.Tensor:
@@ -92,7 +91,7 @@ def draw_training_timesteps(batch: int, generator: torch.Generator | None = None
                             grid: int = NUM_TRAIN_TIMESTEPS,
                             timestep_dtype: torch.dtype = torch.float32) -> TrainingDraw:
     """The release's training draw (`training_loss` in wan_video_new.py): a uniform index into the shifted
-    grid of `grid` timesteps (the same draw as `sample_training_sigmas`), the timestep cast to the model's
+    grid of `grid` timesteps, the timestep cast to the model's
     dtype, then the grid point nearest the cast value (`add_noise` and `training_weight` take
     `argmin |timesteps - t|`, the first on a tie) gives the noise level and the weight. In float32 the
     nearest point is the drawn one; in bf16 the top of the grid collapses (999.8 -> 1000 -> sigma 1)."""
