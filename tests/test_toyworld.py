@@ -144,3 +144,32 @@ def test_captions_vary_in_wording_and_name_every_object() -> None:
     assert texts == [caption(s.target) for s in generate(0, 0, 40, seed=0, size=32, frames=5)]
     for s, text in zip(clips, texts, strict=True):
         assert all(f"{o.colour} {o.shape}" in text for o in s.target.objects) and " a orange" not in text
+
+
+def test_add_puts_a_still_object_where_the_instruction_says() -> None:
+    """"add" is determined by the source and the words (issue 19: a random place made it a guess): the
+    new object stands still, centred at the named place, radius 0.17 x the side. 32 px: top left is
+    (8, 8), bottom right (24, 24), the middle (16, 16); radius 5.44."""
+    places = {"at the top left": (8.0, 8.0), "at the top right": (24.0, 8.0), "at the bottom left": (8.0, 24.0),
+              "at the bottom right": (24.0, 24.0), "in the middle": (16.0, 16.0)}
+    seen = set()
+    for s in generate(600, 0, 0, seed=3, size=32, frames=5):
+        if s.edit.kind != "add":
+            continue
+        new = s.target.objects[s.edit.new_index]
+        place = next(p for p in places if s.edit.instruction.endswith(p))
+        seen.add(place)
+        assert (new.x, new.y, new.vx, new.vy, new.radius) == (*places[place], 0.0, 0.0, 5.44)
+        assert f"{new.colour} {new.shape} {place}" in s.edit.instruction
+    assert seen == set(places)
+
+
+def test_every_toy_word_is_in_the_tiny_vocabulary() -> None:
+    """No toy instruction or caption reaches the tiny encoder as <unk> ("navy" and "take ... out" did)."""
+    from sama_cli.model.text_encoder import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    samples = generate(120, 12, 30, seed=2)
+    texts = [s.record(8.0)["caption"] for s in samples] + [s.edit.instruction for s in samples if s.edit]
+    for text in texts:
+        assert tok.unk_token_id not in tok(text).input_ids, text

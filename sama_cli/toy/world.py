@@ -37,6 +37,14 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
 SHAPES = ("circle", "square", "triangle")
 EDIT_KINDS = ("recolour", "replace", "remove", "add", "background", "style")
 STYLES = ("invert", "grayscale")
+# Where "add" puts its object: the instruction names the place, so the target is determined by the source and
+# the words (a random place would make the edit a guess no model can score on). The new object stands still,
+# centred at these fractions of the frame, with radius ADD_RADIUS x the shorter side.
+ADD_PLACES: dict[str, tuple[float, float]] = {
+    "at the top left": (0.25, 0.25), "at the top right": (0.75, 0.25), "at the bottom left": (0.25, 0.75),
+    "at the bottom right": (0.75, 0.75), "in the middle": (0.5, 0.5),
+}
+ADD_RADIUS = 0.17
 # A fixed fifth of the 24 colour x shape combinations: held out as post-edit objects.
 HELDOUT_COMBOS = frozenset({("red", "triangle"), ("blue", "square"), ("yellow", "circle"),
                             ("cyan", "triangle"), ("magenta", "square")})
@@ -173,7 +181,7 @@ TEMPLATES = {
                  "turn the {old} {new_colour}", "paint the {old} {new_colour}"],
     "replace": ["replace the {old} with a {new}", "turn the {old} into a {new}", "change the {old} to a {new}"],
     "remove": ["remove the {old}", "delete the {old}", "take the {old} out of the video"],
-    "add": ["add a {new}", "put a {new} in the scene", "add a moving {new}"],
+    "add": ["add a {new} {place}", "put a {new} {place}", "place a {new} {place}"],
     "background": ["change the background to {bg}", "make the background {bg}", "turn the background {bg}"],
     "style": {"invert": ["invert the colours", "make it a colour negative", "invert the video"],
               "grayscale": ["make it grayscale", "turn the video black and white", "remove all colour"]},
@@ -212,8 +220,11 @@ def make_edit(rng: random.Random, src: Scene, kind: str, want_heldout: bool | No
             return None
         options = [(c, s) for c in PALETTE for s in SHAPES if ok(c, s)]
         colour, shape = rng.choice(options)
-        tgt.objects.append(random_object(rng, src, colour, shape))
-        text = rng.choice(TEMPLATES["add"]).format(new=f"{colour} {shape}")
+        place = rng.choice(list(ADD_PLACES))
+        fx, fy = ADD_PLACES[place]
+        tgt.objects.append(Obj(shape=shape, colour=colour, radius=round(ADD_RADIUS * min(src.height, src.width), 2),
+                               x=fx * src.width, y=fy * src.height, vx=0.0, vy=0.0))
+        text = rng.choice(TEMPLATES["add"]).format(new=f"{colour} {shape}", place=place)
         return tgt, Edit("add", None, len(tgt.objects) - 1, {"colour": colour, "shape": shape}, text)
     if want_heldout:
         return None
