@@ -14,7 +14,7 @@ from sama_cli.core.console import err, progress
 
 
 def synthesize(out: Path, *, clips: int, images: int, t2v: int, seed: int, size: int, frames: int, fps: float,
-               heldout_frac: float, test_frac: float = 0.15) -> dict:
+               heldout_frac: float, test_frac: float = 0.15, kind_weights: dict[str, int] | None = None) -> dict:
     """Library entry point: write the toy world under `out` and return a summary."""
     from sama_cli.core.errors import ConfigError
     from sama_cli.io.artifacts import atomic_write_text
@@ -26,8 +26,11 @@ def synthesize(out: Path, *, clips: int, images: int, t2v: int, seed: int, size:
         raise ConfigError(f"--frames must be 4k+1 (5, 9, 13, ...), not {frames}")
     if size < 16 or size % 8:
         raise ConfigError(f"--size must be a multiple of 8 and at least 16, not {size}")
-    samples = generate(clips, images, t2v, seed=seed, size=size, frames=frames, heldout_frac=heldout_frac,
-                       test_frac=test_frac)
+    try:
+        samples = generate(clips, images, t2v, seed=seed, size=size, frames=frames, heldout_frac=heldout_frac,
+                           test_frac=test_frac, kind_weights=kind_weights)
+    except ValueError as e:
+        raise ConfigError(f"--kind-weights: {e}") from None
     rows = []
     for s in progress(samples, "synth"):
         record = s.record(fps)
@@ -67,6 +70,8 @@ def synth(
     heldout_frac: float = typer.Option(0.2, "--heldout-frac", help="Share of edits held out (unseen combos)."),
     test_frac: float = typer.Option(0.15, "--test-frac", help="Share of the other edits in the `test` split "
                                     "(clips never trained on, seen combos)."),
+    kind_weights: str = typer.Option("", "--kind-weights", help="How often each edit kind comes round, e.g. "
+                                     "recolour=2,add=2 (the others 1; 0 leaves a kind out). Default: all equal."),
     stdout: bool = typer.Option(False, "--stdout", help="Also write the manifest's rows to stdout (absolute "
                                 "paths), for pipes: sama synth toy --stdout | sama encode - -o lat."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
@@ -77,9 +82,15 @@ def synth(
 
     if stdout and as_json:
         raise ConfigError("--stdout and --json both write to stdout: choose one")
+    weights = {}
+    for part in filter(None, (p.strip() for p in kind_weights.split(","))):
+        kind, _, value = part.partition("=")
+        if not value.strip().isdigit():
+            raise ConfigError(f"--kind-weights: {part!r} is not KIND=N (N a whole number)")
+        weights[kind.strip()] = int(value)
     t0 = time.perf_counter()
     summary = synthesize(out, clips=clips, images=images, t2v=t2v, seed=seed, size=size, frames=frames, fps=fps,
-                         heldout_frac=heldout_frac, test_frac=test_frac)
+                         heldout_frac=heldout_frac, test_frac=test_frac, kind_weights=weights)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     err.print(f"[bold]sama synth[/bold]: {summary['rows']} rows {summary['kinds']}, splits {summary['splits']}, "
               f"edits {summary['edits']} in {summary['seconds']}s -> {summary['manifest']}")

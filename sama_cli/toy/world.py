@@ -37,14 +37,11 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
 SHAPES = ("circle", "square", "triangle")
 EDIT_KINDS = ("recolour", "replace", "remove", "add", "background", "style")
 STYLES = ("invert", "grayscale")
-# Where "add" puts its object: the instruction names the place, so the target is determined by the source and
-# the words (a random place would make the edit a guess no model can score on). The new object stands still,
-# centred at these fractions of the frame, with radius ADD_RADIUS x the shorter side.
-ADD_PLACES: dict[str, tuple[float, float]] = {
-    "at the top left": (0.25, 0.25), "at the top right": (0.75, 0.25), "at the bottom left": (0.25, 0.75),
-    "at the bottom right": (0.75, 0.75), "in the middle": (0.5, 0.5),
-}
-ADD_RADIUS = 0.17
+# "add" puts a small object on one that is there ("put a small blue circle on the red square"): it sits on it,
+# centred, ADD_SCALE x its radius, and moves with it. Source and words determine the target, and the place is
+# one a DiT can find: Wan's blocks know positions only relative to content (RoPE, no absolute embedding), so a
+# place named by the frame ("at the top left") cannot be found on a flat background.
+ADD_SCALE = 0.7
 # A fixed fifth of the 24 colour x shape combinations: held out as post-edit objects.
 HELDOUT_COMBOS = frozenset({("red", "triangle"), ("blue", "square"), ("yellow", "circle"),
                             ("cyan", "triangle"), ("magenta", "square")})
@@ -60,6 +57,8 @@ class Obj:
     y: float
     vx: float  # pixels per frame
     vy: float
+    on: int | None = None  # sits on this object of the scene (index): its centre is that object's, always
+
 
     def centre(self, t: int, width: int, height: int) -> tuple[float, float]:
         """Centre at frame t with elastic bounces inside [r, size - r] (a triangle-wave fold)."""
@@ -72,6 +71,14 @@ class Obj:
 
         return (fold(self.x, self.vx, self.radius, width - self.radius),
                 fold(self.y, self.vy, self.radius, height - self.radius))
+
+
+def centre_of(scene: Scene, i: int, t: int) -> tuple[float, float]:
+    """Centre of object i at frame t: its own bouncing path, or the path of the object it sits on."""
+    obj = scene.objects[i]
+    if obj.on is not None:
+        return centre_of(scene, obj.on, t)
+    return obj.centre(t, scene.width, scene.height)
 
 
 @dataclass
@@ -119,7 +126,7 @@ def object_masks(scene: Scene) -> torch.Tensor:
     out = torch.full((scene.frames, scene.height, scene.width), -1, dtype=torch.long)
     for t in range(scene.frames):
         for i, obj in enumerate(scene.objects):
-            cx, cy = obj.centre(t, scene.width, scene.height)
+            cx, cy = centre_of(scene, i, t)
             out[t][_shape_mask(obj, cx, cy, yy, xx)] = i
     return out
 
@@ -181,7 +188,7 @@ TEMPLATES = {
                  "turn the {old} {new_colour}", "paint the {old} {new_colour}"],
     "replace": ["replace the {old} with a {new}", "turn the {old} into a {new}", "change the {old} to a {new}"],
     "remove": ["remove the {old}", "delete the {old}", "take the {old} out of the video"],
-    "add": ["add a {new} {place}", "put a {new} {place}", "place a {new} {place}"],
+    "add": ["add a small {new} on the {old}", "put a small {new} on the {old}", "place a small {new} on the {old}"],
     "background": ["change the background to {bg}", "make the background {bg}", "turn the background {bg}"],
     "style": {"invert": ["invert the colours", "make it a colour negative", "invert the video"],
               "grayscale": ["make it grayscale", "turn the video black and white", "remove all colour"]},
@@ -219,12 +226,13 @@ def make_edit(rng: random.Random, src: Scene, kind: str, want_heldout: bool | No
         if len(src.objects) >= 3:
             return None
         options = [(c, s) for c in PALETTE for s in SHAPES if ok(c, s)]
+        j = rng.randrange(len(src.objects))
+        host = src.objects[j]
+        options = [(c, s) for c, s in options if c != host.colour]  # a red circle on a red square would not show
         colour, shape = rng.choice(options)
-        place = rng.choice(list(ADD_PLACES))
-        fx, fy = ADD_PLACES[place]
-        tgt.objects.append(Obj(shape=shape, colour=colour, radius=round(ADD_RADIUS * min(src.height, src.width), 2),
-                               x=fx * src.width, y=fy * src.height, vx=0.0, vy=0.0))
-        text = rng.choice(TEMPLATES["add"]).format(new=f"{colour} {shape}", place=place)
+        tgt.objects.append(Obj(shape=shape, colour=colour, radius=round(ADD_SCALE * host.radius, 2),
+                               x=host.x, y=host.y, vx=host.vx, vy=host.vy, on=j))
+        text = rng.choice(TEMPLATES["add"]).format(new=f"{colour} {shape}", old=_describe(host))
         return tgt, Edit("add", None, len(tgt.objects) - 1, {"colour": colour, "shape": shape}, text)
     if want_heldout:
         return None
@@ -348,7 +356,7 @@ def _trajectory_error(pred: torch.Tensor, scene: Scene, tracked: list[int]) -> f
     for t in range(scene.frames):
         for i in tracked:
             obj = scene.objects[i]
-            cx, cy = obj.centre(t, scene.width, scene.height)
+            cx, cy = centre_of(scene, i, t)
             near = (xx - cx) ** 2 + (yy - cy) ** 2 <= (2 * obj.radius) ** 2
             colour = styled[i].int()
             hit = near & ((pred[t].int() - colour).abs().amax(-1) <= TOLERANCE)
@@ -377,18 +385,35 @@ class ToySample:
                 "caption": caption(self.target)}
 
 
+def kind_cycle(weights: dict[str, int] | None = None) -> tuple[str, ...]:
+    """The repeating sequence of edit kinds that samples take in turn: each kind `weights[kind]` times
+    (default 1 each, EDIT_KINDS order), so {"recolour": 2} makes recolour, recolour, replace, ... style."""
+    weights = weights or {}
+    unknown = set(weights) - set(EDIT_KINDS)
+    if unknown:
+        raise ValueError(f"unknown edit kind {sorted(unknown)[0]!r} (known: {', '.join(EDIT_KINDS)})")
+    if any(int(w) != w or w < 0 for w in weights.values()):
+        raise ValueError("edit kind weights are whole numbers >= 0")
+    cycle = tuple(k for k in EDIT_KINDS for _ in range(int(weights.get(k, 1))))
+    if not cycle:
+        raise ValueError("every edit kind has weight 0")
+    return cycle
+
+
 def generate(n_video: int, n_image: int, n_t2v: int, *, seed: int, size: int = 32, frames: int = 9,
-             heldout_frac: float = 0.2, test_frac: float = 0.15) -> list[ToySample]:
+             heldout_frac: float = 0.2, test_frac: float = 0.15,
+             kind_weights: dict[str, int] | None = None) -> list[ToySample]:
     """Deterministic toy samples: video edits (every edit kind), image edits (one-frame scenes) and
     t2v clips. Each sample draws from its own seeded RNG, so the i-th sample does not change when
-    counts change. Splits: `heldout` (the edit produces a held-out colour/shape combination: tests
+    counts change. `kind_weights` (kind_cycle): how often each edit kind comes round. Splits: `heldout` (the edit produces a held-out colour/shape combination: tests
     composition), `test` (a share `test_frac` of the other edits: clips never trained on, combinations
     seen in training), `train` (the rest)."""
     out: list[ToySample] = []
+    cycle = kind_cycle(kind_weights)
     for i in range(n_video + n_image):
         image = i >= n_video
         rng = random.Random(f"{seed}:edit:{i}")
-        kind = EDIT_KINDS[i % len(EDIT_KINDS)]
+        kind = cycle[i % len(cycle)]
         heldout = kind in ("recolour", "replace", "add") and rng.random() < heldout_frac * len(EDIT_KINDS) / 3
         for _ in range(100):
             src = random_scene(rng, size, size, 1 if image else frames)
