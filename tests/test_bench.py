@@ -493,6 +493,20 @@ def test_toy_summary_has_splits() -> None:
     assert s["categories"]["recolour"]["psnr"] == pytest.approx(0.3)
 
 
+def test_toy_summary_has_each_kind_per_split() -> None:
+    """Issue 19: the demo and the model card show every kind on every split. Means by hand: test/recolour
+    (0.2 + 0.4) / 2, test/add 0.9 alone, heldout/recolour 0.6 alone (the test rows do not leak into it)."""
+    keys = ("edit_accuracy", "preservation_psnr", "preservation_ssim", "trajectory_error", "psnr")
+    rows = [{"category": c, "split": sp, "scores": dict.fromkeys(keys, v)}
+            for c, sp, v in (("recolour", "test", 0.2), ("recolour", "test", 0.4), ("add", "test", 0.9),
+                             ("recolour", "heldout", 0.6))]
+    s = ToyBench().summarize(rows)["split_categories"]
+    assert set(s) == {"test", "heldout"} and set(s["heldout"]) == {"recolour"}
+    assert s["test"]["recolour"]["edit_accuracy"] == pytest.approx(0.3)
+    assert s["test"]["add"]["trajectory_error"] == pytest.approx(0.9)
+    assert s["heldout"]["recolour"]["psnr"] == pytest.approx(0.6)
+
+
 # ---- the data filter ---------------------------------------------------------------------------------------
 def test_filter_keeps_rows_that_pass_the_papers_thresholds(tmp_path: Path) -> None:
     rows = []

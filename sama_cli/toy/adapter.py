@@ -55,5 +55,10 @@ class ToyBench(Adapter):
         cats = {c: {k: mean(by_cat[c], k) for k in TOY_METRICS} for c in self.categories if c in by_cat}
         splits = {s: {k: mean([r for r in rows if r["split"] == s], k) for k in TOY_METRICS}
                   for s in sorted({r["split"] for r in rows})}
-        return {"categories": cats, "splits": splits, "overall": {k: mean(rows, k) for k in TOY_METRICS},
-                "samples": len(rows)}
+        # per split and kind: the object edits and the whole-frame ones differ by an order of magnitude, and a
+        # mean over kinds hides which ones a model can do (issue 19)
+        per_kind = {s: {c: {k: mean(rs, k) for k in TOY_METRICS} for c in self.categories
+                        if (rs := [r for r in rows if r["split"] == s and r["category"] == c])}
+                    for s in splits}
+        return {"categories": cats, "splits": splits, "split_categories": per_kind,
+                "overall": {k: mean(rows, k) for k in TOY_METRICS}, "samples": len(rows)}

@@ -24,13 +24,34 @@ ARMS = (("stage 1 (SAMA)", "report"), ("stage 0 only", "report_stage0"), ("unedi
 REPRO_TOLERANCE = 0.05  # edit accuracy: a rerun of the recipes on another machine/thread count may differ by this
 
 
-def _shipped_scores() -> dict | None:
+def _shipped_meta() -> dict:
     from sama_cli.edit.loading import default_model
 
     path = default_model()
     if path is None:
-        return None
-    return json.loads((Path(path) / "config.json").read_text()).get("meta", {}).get("toy_bench")
+        return {}
+    return json.loads((Path(path) / "config.json").read_text()).get("meta", {})
+
+
+def _shipped_scores() -> dict | None:
+    return _shipped_meta().get("toy_bench")
+
+
+KINDS = ("recolour", "replace", "remove", "add", "background", "style")
+SHIPPED = "embedded model"
+
+
+def kind_scores(demo: Path, shipped: dict | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    """{split: {arm: {kind: edit accuracy}}}: this run's arms from their reports, and the embedded model's
+    from its model card (`shipped`: its split -> kind -> scores, as `make toy-model` stored them)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    arms = [(label, load_summary(demo / folder).get("split_categories", {})) for label, folder in ARMS]
+    if shipped:
+        arms.insert(1, (SHIPPED, shipped))
+    for label, per_split in arms:
+        for split, kinds in per_split.items():
+            out.setdefault(split, {})[label] = {k: v["edit_accuracy"] for k, v in kinds.items()}
+    return out
 
 
 SHORT = {"edit_accuracy": "edit acc ↑", "preservation_psnr": "keep PSNR ↑", "preservation_ssim": "keep SSIM ↑",
@@ -62,6 +83,16 @@ def main(argv: list[str] | None = None) -> int:
         for label, s in arms.items():
             table.add_row(label, *(f"{s[k]:.3f}" for k in TOY_METRICS))
         err.print(table)
+    for split, arms in sorted(kind_scores(demo, _shipped_meta().get("toy_bench_kinds")).items(),
+                              key=lambda kv: kv[0] != "test"):
+        table = Table(title=f"edit accuracy per kind, {SPLITS.get(split, split)} (split {split})", show_edge=False)
+        table.add_column("model", no_wrap=True)
+        kinds = [k for k in KINDS if any(k in a for a in arms.values())]
+        for k in kinds:
+            table.add_column(k, justify="right")
+        for label, acc in arms.items():
+            table.add_row(label, *(f"{acc[k]:.3f}" if k in acc else "-" for k in kinds))
+        err.print(table)
     err.print("edit accuracy: share of the edited object's pixels within tolerance of the truth (higher is better); "
               "preservation outside it; trajectory error in px (lower is better).")
     sbs = sorted((demo / "edits").glob("*.sbs.mp4"))
@@ -80,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     beaten = {k: v["edit_accuracy"] for k, v in test.items() if k != "stage 1 (SAMA)"}
     ok = all(ours > v for v in beaten.values())
     if "--json" in args:
-        sys.stdout.write(json.dumps({"splits": scores, "beats_baselines": ok}) + "\n")
+        sys.stdout.write(json.dumps({"splits": scores, "kinds": kind_scores(demo, _shipped_meta().get("toy_bench_kinds")),
+                                     "beats_baselines": ok}) + "\n")
     if ok:
         err.print(f"[green]on held-out clips, stage 1 beats {' and '.join(beaten)} on edit accuracy[/green] "
                   f"({ours:.3f} vs {', '.join(f'{v:.3f}' for v in beaten.values())})")
