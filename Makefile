@@ -15,7 +15,7 @@ OUT    ?= out
 PYTEST_ARGS ?= -n 2
 
 .PHONY: help install test test-fast lint format bench demo clean demo-data demo-perturb demo-encode demo-anchor \
-        demo-stage0 demo-stage1 demo-edit demo-bench ablation toy-model
+        demo-stage0 demo-stage1 demo-edit demo-bench ablation toy-model toy-figures
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -54,6 +54,8 @@ DEMO_EDIT  ?= --split test,heldout --steps 20 --guidance 1 --shift 5 --side-by-s
 DEMO_MIX   ?= --fit pad
 S0_ARGS    ?=
 S1_ARGS    ?=
+S0_RECIPE  ?= recipes/toy_stage0.yaml
+S1_RECIPE  ?= recipes/toy_stage1.yaml
 
 $(DEMO)/toy/manifest.jsonl: | $(STAMP)
 	$(SAMA) synth $(DEMO)/toy $(DEMO_SYNTH) --seed $(DEMO_SEED)
@@ -63,10 +65,10 @@ $(DEMO)/lat/manifest.jsonl: $(DEMO)/mix/manifest.jsonl
 	$(SAMA) encode $< -o $(DEMO)/lat --vae pixel:s4 --text-encoder tiny
 $(DEMO)/anc/manifest.jsonl: $(DEMO)/lat/manifest.jsonl
 	$(SAMA) anchor $< -o $(DEMO)/anc --grid 2
-$(DEMO)/stage0/export/ema/config.json: $(DEMO)/anc/manifest.jsonl recipes/toy_stage0.yaml
-	$(SAMA) train recipes/toy_stage0.yaml data.manifests=[$<] train.out_dir=$(DEMO)/stage0 $(S0_ARGS)
-$(DEMO)/stage1/export/ema/config.json: $(DEMO)/stage0/export/ema/config.json recipes/toy_stage1.yaml
-	$(SAMA) train recipes/toy_stage1.yaml data.manifests=[$(DEMO)/anc/manifest.jsonl] \
+$(DEMO)/stage0/export/ema/config.json: $(DEMO)/anc/manifest.jsonl $(S0_RECIPE)
+	$(SAMA) train $(S0_RECIPE) data.manifests=[$<] train.out_dir=$(DEMO)/stage0 $(S0_ARGS)
+$(DEMO)/stage1/export/ema/config.json: $(DEMO)/stage0/export/ema/config.json $(S1_RECIPE)
+	$(SAMA) train $(S1_RECIPE) data.manifests=[$(DEMO)/anc/manifest.jsonl] \
 	    model.init=$(DEMO)/stage0/export/ema train.out_dir=$(DEMO)/stage1 $(S1_ARGS)
 
 demo-data: $(DEMO)/toy/manifest.jsonl  ## demo step: synthesize the toy world
@@ -97,9 +99,19 @@ $(DEMO)/anc_plain/manifest.jsonl: $(DEMO)/toy/manifest.jsonl
 ablation: $(DEMO)/anc/manifest.jsonl $(DEMO)/anc_plain/manifest.jsonl  ## the paper's claims at toy scale (~35 min)
 	$(BIN)/python -m sama_cli.toy.ablation --demo $(DEMO) --out $(OUT)/ablation $(ABLATION_ARGS)
 
-# ---- the embedded default model: the demo's stage-1 EMA, stored in fp16 with its model card ---------------
-toy-model: $(DEMO)/stage1/export/ema/config.json  ## refresh sama_cli/assets/toy_model from a finished demo
-	$(BIN)/python -m sama_cli.toy.embedded $(DEMO) sama_cli/assets/toy_model
+# ---- the embedded default model: the same pipeline as the demo, with more data and its own, longer recipes ---------
+# from scratch into $(TOYM)/, then stored in fp16 with its model card (per-kind scores) and the docs' stills
+TOYM       ?= $(OUT)/toy_model
+TOYM_SYNTH ?= --clips 1200 --images 1200 --t2v 400 --frames 5 --size 32 --kind-weights recolour=2,replace=2,remove=2,add=2
+toy-model: $(STAMP)  ## train the embedded default model from scratch (~75 min on 2 CPU cores) into sama_cli/assets/toy_model
+	$(MAKE) demo-bench DEMO=$(TOYM) DEMO_SYNTH="$(TOYM_SYNTH)" S0_RECIPE=recipes/toy_model_stage0.yaml \
+	    S1_RECIPE=recipes/toy_model_stage1.yaml
+	$(BIN)/python -m sama_cli.toy.embedded $(TOYM) sama_cli/assets/toy_model
+	$(MAKE) toy-figures DEMO=$(TOYM)
+
+toy-figures: $(STAMP)  ## side-by-side stills (source | edit | truth) of held-out edits -> docs/toy_edits_*.png
+	$(BIN)/python -m sama_cli.toy.figure $(DEMO)/toy $(DEMO)/edits docs/toy_edits_test.png --split test
+	$(BIN)/python -m sama_cli.toy.figure $(DEMO)/toy $(DEMO)/edits docs/toy_edits_heldout.png --split heldout
 
 clean:  ## remove outputs (keeps .venv)
 	rm -rf $(OUT) .pytest_cache

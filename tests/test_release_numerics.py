@@ -255,7 +255,7 @@ BIG = ["stage0_pretrain_14b", "stage0_pretrain_1.3b", "stage1_sft_14b", "stage1_
 NEW_KEYS = ("loss_weighting:", "timestep_dtype:", "batch_order:")
 
 
-@pytest.mark.parametrize("name", [*BIG, "toy_stage0", "toy_stage1"])
+@pytest.mark.parametrize("name", [*BIG, "toy_stage0", "toy_stage1", "toy_model_stage0", "toy_model_stage1"])
 def test_recipes_carry_the_new_keys_and_say_where_each_setting_comes_from(name: str) -> None:
     path = REPO / "recipes" / f"{name}.yaml"
     lines = path.read_text().splitlines()
