@@ -29,3 +29,33 @@ def real_fixtures() -> Path:
     """The seven real clips (sources + SAMA-14B outputs) with manifest.jsonl."""
     assert (REAL_FIXTURES / "manifest.jsonl").is_file(), f"missing real fixtures at {REAL_FIXTURES}"
     return REAL_FIXTURES
+
+
+def write_clip_with_audio(path: Path, frames: int, fps: int = 10, width: int = 32, height: int = 32,
+                          seconds_of_audio: float | None = None) -> Path:
+    """An H.264 MP4 whose frame i is flat grey (i * 10) % 250, with a mono 440 Hz AAC track of
+    `seconds_of_audio` (default: as long as the video)."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libx264", rate=fps)
+        v.width, v.height, v.pix_fmt = width, height, "yuv420p"
+        a = out.add_stream("aac", rate=16000)
+        for i in range(frames):
+            f = av.VideoFrame.from_ndarray(np.full((height, width, 3), (i * 10) % 250, np.uint8), format="rgb24")
+            f.pts = i
+            for p in v.encode(f):
+                out.mux(p)
+        for p in v.encode():
+            out.mux(p)
+        t = np.arange(int(16000 * (frames / fps if seconds_of_audio is None else seconds_of_audio))) / 16000
+        samples = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+        for i in range(0, samples.shape[1], 1024):
+            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, i:i + 1024]), format="fltp", layout="mono")
+            af.sample_rate = 16000
+            for p in a.encode(af):
+                out.mux(p)
+        for p in a.encode():
+            out.mux(p)
+    return path

@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from conftest import REAL_FIXTURES
+from conftest import REAL_FIXTURES, write_clip_with_audio
 
 from sama_cli.core.errors import InputError
 from sama_cli.io.frames import bucket_list, bucket_size, choose_size, fit_frames, frames_down, frames_up
@@ -101,27 +101,7 @@ def test_lossy_and_lossless_round_trips_and_odd_sizes(tmp_path: Path) -> None:
 
 
 def test_audio_is_copied_and_trimmed(tmp_path: Path) -> None:
-    src = tmp_path / "with_audio.mp4"
-    with av.open(str(src), "w") as out:
-        v = out.add_stream("libx264", rate=10)
-        v.width, v.height, v.pix_fmt = 32, 32, "yuv420p"
-        a = out.add_stream("aac", rate=16000)
-        for i in range(20):
-            f = av.VideoFrame.from_ndarray(np.full((32, 32, 3), i * 10, np.uint8), format="rgb24")
-            f.pts = i
-            for p in v.encode(f):
-                out.mux(p)
-        for p in v.encode():
-            out.mux(p)
-        t = np.arange(16000 * 2) / 16000
-        samples = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
-        for i in range(0, samples.shape[1], 1024):
-            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, i : i + 1024]), format="fltp", layout="mono")
-            af.sample_rate = 16000
-            for p in a.encode(af):
-                out.mux(p)
-        for p in a.encode():
-            out.mux(p)
+    src = write_clip_with_audio(tmp_path / "with_audio.mp4", 20, fps=10, seconds_of_audio=2.0)
     assert probe(src).has_audio
     frames = read_video(src).frames[:10]
     write_video(tmp_path / "edited.mp4", frames, 10, audio_from=src)

@@ -76,8 +76,22 @@ def edit(
     bucket: bool | None = typer.Option(None, "--bucket/--native", help="--bucket: the ~480x832 bucket even when "
                                        "the model records a size; --native: the clip's own size if its sides "
                                        "are multiples of 32 and it is no larger."),
-    max_frames: int = typer.Option(81, help="Read at most this many frames."),
+    max_frames: int | None = typer.Option(None, "--max-frames", help="Edit only the first N frames (a warning says "
+                                          "how many are left out). Default: every frame."),
+    window: int | None = typer.Option(None, "--window", help="Frames the model sees at once; longer clips are "
+                                      "denoised in overlapping windows blended at every step. Default: the "
+                                      "model's trained length (81 for Wan; the toy model's own)."),
+    overlap: int | None = typer.Option(None, "--overlap", help="Frames shared by neighbouring windows. Default: "
+                                       "about a third of the window (24 of 81), a multiple of the codec's 4."),
+    window_batch: int = typer.Option(1, "--window-batch", help="Windows through the model at once (faster when "
+                                     "memory allows; peak memory grows with it)."),
+    semantic_windows: str = typer.Option("shared", "--semantic-windows", help="shared: one semantic anchor for "
+                                         "the whole clip (the windows' velocities averaged); per-window: each "
+                                         "window denoises its own."),
     resize: str = typer.Option("crop", help="Fit to the working size by crop | letterbox | stretch."),
+    output_size: str = typer.Option("working", "--output-size", help="working: write at the working size (the "
+                                    "release's); source: back at the source's size (crop: the cropped-away "
+                                    "borders keep the source's pixels)."),
     anchors: int | None = typer.Option(None, "--anchors", help="Anchor frames (semantic tokens = 65 x N)."),
     no_audio: bool = typer.Option(False, "--no-audio", help="Do not copy the source's audio."),
     side_by_side: bool = typer.Option(False, "--side-by-side", help="Also write OUT.sbs.mp4: source | edit."),
@@ -99,7 +113,9 @@ def edit(
                           source_guidance=source_guidance, text_guidance=text_guidance, scheduler=scheduler,
                           timestep_dtype=timestep_dtype,
                           seed=seed, prompt_prefix=prompt_prefix, negative_prompt=negative_prompt,
-                          null_negative=null_negative, max_frames=max_frames, resize=resize, anchor_frames=anchors)
+                          null_negative=null_negative, max_frames=max_frames, resize=resize, anchor_frames=anchors,
+                          window=window, overlap=overlap, window_batch=window_batch, semantic_windows=semantic_windows,
+                          output_size=output_size)
     request.validate()  # before the model: loading one can take minutes
     if base_path is not None and manifest is None:
         raise ConfigError("--base-path goes with --manifest")
@@ -129,10 +145,12 @@ def _print_summary(done: list[dict], failed: list[dict], skipped: int) -> None:
     from rich.table import Table
 
     table = Table(title="sama edit", show_edge=False)
-    for col in ("output", "frames", "fps", "size", "s/step", "total s", "peak MB"):
+    for col in ("output", "frames", "windows", "fps", "size", "s/step", "total s", "peak MB"):
         table.add_column(col)
     for d in done:
-        table.add_row(Path(d["output"]).name, str(d["frames"]), f"{d['fps']:g}", "x".join(map(str, d["size"])),
+        frames = str(d["frames"]) + (f" (+{d['frames_left_out']} left out)" if d.get("frames_left_out") else "")
+        table.add_row(Path(d["output"]).name, frames, str(d.get("windows", 1)), f"{d['fps']:g}",
+                      "x".join(map(str, d["size"])),
                       f"{d['seconds_per_step']:.3f}", f"{d['seconds'].get('total', 0):.1f}", f"{d['peak_memory_mb']:.0f}")
     err.print(table)
     if skipped:

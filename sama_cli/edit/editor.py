@@ -30,14 +30,16 @@ from typing import Any
 import torch
 from rich.markup import escape
 
-from sama_cli.core.console import err, info, progress
+from sama_cli.core.console import err, info, progress, warn
 from sama_cli.core.errors import ConfigError, InputError, SamaError, StorageError
 from sama_cli.edit.sampler import SamplingConfig, sample
-from sama_cli.io.frames import fit_frames
+from sama_cli.edit.windows import SEMANTIC_MODES, WindowPlan, default_overlap, latent_frames
+from sama_cli.io.frames import RELEASE_MAX_FRAMES, fit_frames
 from sama_cli.model.transformer import SamaTransformer
 
 RELEASE_PROMPT_PREFIX = "[Video edit] "  # release --prompt-prefix
 RELEASE_NEGATIVE_PROMPT = "[Video edit]"
+OUTPUT_SIZES = ("working", "source")
 
 
 @dataclass
@@ -45,17 +47,33 @@ class EditSettings:
     prompt_prefix: str = RELEASE_PROMPT_PREFIX
     negative_prompt: str = RELEASE_NEGATIVE_PROMPT
     null_negative: bool = False  # negative = an all-zero context, the "dropped text" of `data.drop_text` training
-    max_frames: int = 81  # docs/sama.md §4
+    max_frames: int | None = None  # edit only the first N frames (None: every frame; the release cuts at 81)
+    window: int | None = None  # frames the model sees at once (None: the model's trained length, else 81)
+    overlap: int | None = None  # frames shared by neighbouring windows (None: about a third of the window)
+    semantic_windows: str = "shared"  # shared | per-window: one semantic anchor for the clip, or one per window
+    window_batch: int = 1  # windows through the model at once (peak memory grows with it)
     size: tuple[int, int] | None = None  # explicit (height, width)
     bucket: bool = True  # the release's ~480x832 bucket; False: native size when it fits (as encode --native)
     area: int = 480 * 832
     multiple: int = 32
     resize: str = "crop"  # crop | letterbox | stretch
     anchor_frames: int | None = None  # semantic tokens = 65 x this; None: the model's setting
+    output_size: str = "working"  # working (the release's) | source: back at the source's size
 
     def validate(self) -> None:
-        if self.max_frames < 1:
+        if self.max_frames is not None and self.max_frames < 1:
             raise ConfigError(f"max frames must be at least 1, not {self.max_frames}")
+        if self.window is not None and self.window < 1:
+            raise ConfigError(f"--window must be at least 1 frame, not {self.window}")
+        if self.overlap is not None and self.overlap < 0:
+            raise ConfigError(f"--overlap must be at least 0 frames, not {self.overlap}")
+        if self.window_batch < 1:
+            raise ConfigError(f"--window-batch must be at least 1, not {self.window_batch}")
+        if self.semantic_windows not in SEMANTIC_MODES:
+            raise ConfigError(f"semantic tokens across windows must be one of {SEMANTIC_MODES}, "
+                              f"not {self.semantic_windows!r}")
+        if self.output_size not in OUTPUT_SIZES:
+            raise ConfigError(f"--output-size must be one of {OUTPUT_SIZES}, not {self.output_size!r}")
         if self.resize not in ("crop", "letterbox", "stretch"):
             raise ConfigError(f"resize must be crop, letterbox or stretch, not {self.resize!r}")
         if self.size is not None and (self.size[0] % self.multiple or self.size[1] % self.multiple):
@@ -68,6 +86,7 @@ class ModelDefaults:
     nothing. The embedded toy model: 32x32, 20 steps, guidance 1, shift 5 (what `make demo` edits with)."""
 
     working_size: tuple[int, int] | None = None  # (height, width) it was trained at
+    window_frames: int | None = None  # clip length it was trained on (the window of a long edit)
     steps: int | None = None
     guidance: float | None = None
     shift: float | None = None
@@ -80,7 +99,9 @@ class ModelDefaults:
         def number(key: str, kind: type) -> Any:
             return None if sampling.get(key) is None else kind(sampling[key])
 
-        return cls(working_size=(int(size[0]), int(size[1])) if size else None, steps=number("steps", int),
+        window = meta.get("window_frames")
+        return cls(working_size=(int(size[0]), int(size[1])) if size else None,
+                   window_frames=int(window) if window else None, steps=number("steps", int),
                    guidance=number("guidance", float), shift=number("shift", float))
 
 
@@ -106,7 +127,12 @@ class EditRequest:
     prompt_prefix: str = EditSettings.prompt_prefix
     negative_prompt: str = EditSettings.negative_prompt
     null_negative: bool = EditSettings.null_negative
-    max_frames: int = EditSettings.max_frames
+    max_frames: int | None = EditSettings.max_frames
+    window: int | None = None
+    overlap: int | None = None
+    semantic_windows: str = EditSettings.semantic_windows
+    window_batch: int = EditSettings.window_batch
+    output_size: str = EditSettings.output_size
     resize: str = EditSettings.resize
     anchor_frames: int | None = None
 
@@ -124,6 +150,9 @@ class EditRequest:
         size = self.size if self.size is not None or self.bucket is not None else model.working_size
         settings = EditSettings(prompt_prefix=self.prompt_prefix, negative_prompt=self.negative_prompt,
                                 null_negative=self.null_negative, max_frames=self.max_frames, size=size,
+                                window=_first(self.window, model.window_frames, RELEASE_MAX_FRAMES),
+                                overlap=self.overlap, semantic_windows=self.semantic_windows,
+                                window_batch=self.window_batch, output_size=self.output_size,
                                 bucket=self.bucket is not False, resize=self.resize, anchor_frames=self.anchor_frames)
         return sampling, settings
 
@@ -144,6 +173,9 @@ class EditReport:
     steps: int
     seconds: dict[str, float] = field(default_factory=dict)
     peak_memory_mb: float = 0.0
+    windows: int = 1  # windows the clip was denoised in (edit/windows.py)
+    frames_left_out: int = 0  # source frames after --max-frames, not edited
+    output_size: tuple[int, int] | None = None  # (height, width) written: the working size or the source's
 
     @property
     def seconds_per_step(self) -> float:
@@ -203,6 +235,22 @@ class Editor:
         else:
             yield
 
+    def window_plan(self, latent_total: int, settings: EditSettings) -> WindowPlan:
+        """The windows over a clip of `latent_total` latent frames: `settings.window` frames each (the
+        model's trained length by default), overlapping by `settings.overlap` frames."""
+        k = self.codec.temporal_factor
+        window = settings.window or RELEASE_MAX_FRAMES
+        if (window - 1) % k:
+            raise ConfigError(f"--window must be {k}k+1 frames for this codec (e.g. {1 + k * ((window - 1) // k)}), "
+                              f"not {window}")
+        overlap = default_overlap(window, k) if settings.overlap is None else settings.overlap
+        if overlap % k:
+            raise ConfigError(f"--overlap must be a multiple of {k} frames for this codec, not {overlap}")
+        if overlap >= window:
+            raise ConfigError(f"--overlap ({overlap} frames) must be shorter than the window ({window} frames)")
+        return WindowPlan.make(latent_total, latent_frames(window, k), overlap // k,
+                               semantic=settings.semantic_windows, batch=settings.window_batch)
+
     def encode_prompts(self, instruction: str, settings: EditSettings) -> tuple[torch.Tensor, torch.Tensor]:
         """(context, negative context), each (1, text_len, D), zero-padded as Wan does."""
         if not instruction or not instruction.strip():
@@ -236,9 +284,11 @@ class Editor:
         if settings.anchor_frames is not None:  # a copy: the caller's config serves the next clip unchanged
             sampling = dataclasses.replace(
                 sampling, semantic_tokens=self.model.config.semantic_tokens_per_frame * settings.anchor_frames)
+        plan = self.window_plan(source.shape[2], settings)
         t0 = time.perf_counter()
         with self._stage(self.model, self.device), torch.no_grad():
-            result = sample(self.model, tuple(source.shape), context, negative, source, sampling, on_step=on_step)
+            result = sample(self.model, tuple(source.shape), context, negative, source, sampling, on_step=on_step,
+                            windows=plan)
         seconds["denoise"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -248,7 +298,7 @@ class Editor:
         out = decoded[0, :, :n].clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(1, 2, 3, 0).cpu()
         report = EditReport(frames=n, fps=0.0, size=(frames_thwc.shape[1], frames_thwc.shape[2]),
                             padded_frames=n_pad, steps=sampling.steps, seconds=seconds,
-                            peak_memory_mb=_peak_memory_mb(self.device))
+                            peak_memory_mb=_peak_memory_mb(self.device), windows=len(plan.spans))
         return out.contiguous(), report
 
 
@@ -265,10 +315,15 @@ def edit_file(editor: Editor, src: str | Path, instruction: str, out: str | Path
     """Edit one file end to end. The output (and side-by-side) appear only when everything succeeded.
     `lossless`: exact RGB H.264 that decodes to the edited frames bit for bit (for scoring: the default
     lossy H.264 is not reproducible bit for bit across processes, see io/video.py)."""
-    from sama_cli.io.video import hstack_videos, read_video, resize_frames, write_video
+    from sama_cli.io.video import hstack_videos, read_video, resize_frames, unresize_frames, write_video
 
     t_start = time.perf_counter()
     video = read_video(src, max_frames=settings.max_frames)
+    total = video.info.frames if video.info is not None and video.info.frames else video.num_frames
+    left_out = max(0, total - video.num_frames)
+    if left_out:
+        warn(f"{src}: editing the first {video.num_frames} of {total} frames (--max-frames {settings.max_frames}); "
+             f"{left_out} frames are left out of {Path(out).name}")
     size = working_size(video.frames.shape[1], video.frames.shape[2], settings)
     frames = resize_frames(video.frames, size, mode=settings.resize)
     t_read = time.perf_counter() - t_start
@@ -276,8 +331,9 @@ def edit_file(editor: Editor, src: str | Path, instruction: str, out: str | Path
     t0 = time.perf_counter()
     if side_by_side is not None:  # first: OUT is what batch mode takes for "done"
         write_video(side_by_side, hstack_videos(frames, edited), video.fps)
+    written = unresize_frames(edited, video.frames, settings.resize) if settings.output_size == "source" else edited
     try:
-        write_video(out, edited, video.fps, audio_from=src if audio else None, lossless=lossless)
+        write_video(out, written, video.fps, audio_from=src if audio else None, lossless=lossless)
     except BaseException:
         if side_by_side is not None:
             Path(side_by_side).unlink(missing_ok=True)
@@ -285,7 +341,11 @@ def edit_file(editor: Editor, src: str | Path, instruction: str, out: str | Path
     report.seconds["io"] = t_read + time.perf_counter() - t0
     report.seconds["total"] = time.perf_counter() - t_start
     report.fps = video.fps
-    info(f"{out}: {report.frames} frames at {report.fps:g} fps, {size[0]}x{size[1]}")
+    report.frames_left_out = left_out
+    windows = f" in {report.windows} windows" if report.windows > 1 else ""
+    cut = f" ({left_out} frames after --max-frames left out)" if left_out else ""
+    report.output_size = (written.shape[1], written.shape[2])
+    info(f"{out}: {report.frames} frames{windows} at {report.fps:g} fps, {written.shape[1]}x{written.shape[2]}{cut}")
     return report
 
 

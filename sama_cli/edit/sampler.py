@@ -16,6 +16,7 @@ import torch
 
 from sama_cli.core.errors import ConfigError
 from sama_cli.edit.choices import SCHEDULERS
+from sama_cli.edit.windows import WindowPlan
 from sama_cli.model.flow import (
     cfg_combine,
     dual_cfg_combine,
@@ -110,6 +111,78 @@ class SampleResult:
     semantic: torch.Tensor | None  # (B, N, S) denoised semantic features, fp32
 
 
+class Guided:
+    """The model's guided velocity (video, semantic) for a batch: plain, classifier-free (both branches in
+    one batch when the contexts line up) or dual guidance, as `cfg` says."""
+
+    def __init__(self, model: SamaTransformer, cfg: SamplingConfig, use_cfg: bool):
+        self.model, self.cfg, self.use_cfg, self.dtype = model, cfg, use_cfg, model.dtype
+
+    def run(self, ctx, src, x, t, s):
+        out = self.model(x.to(self.dtype), t, ctx, source_latents=src,
+                         semantic_latents=None if s is None else s.to(self.dtype))
+        return out.video.float(), None if out.semantic is None else out.semantic.float()
+
+    def __call__(self, pos, neg, src, x, t, s):
+        cfg, run = self.cfg, self.run
+        if not self.use_cfg:
+            return run(pos, src, x, t, s)
+        if cfg.dual:
+            # v(I,T): source + prompt; v(0,T): prompt only; v(I,0): source + negative prompt
+            v_it, s_it = run(pos, src, x, t, s)
+            v_0t, s_0t = run(pos, None, x, t, s)
+            v_i0, s_i0 = run(neg, src, x, t, s)
+            s_i, s_t = cfg.source_guidance or 0.0, cfg.text_guidance or 0.0
+            return (dual_cfg_combine(v_it, v_0t, v_i0, s_i, s_t),
+                    None if s_it is None else dual_cfg_combine(s_it, s_0t, s_i0, s_i, s_t))
+        # both branches in one batch when the contexts line up (they do once padded to text_len)
+        if pos.shape == neg.shape:
+            two = lambda z: None if z is None else torch.cat([z, z])  # noqa: E731
+            vv, ss = run(torch.cat([pos, neg]), two(src), two(x), torch.cat([t, t]), two(s))
+            (v_pos, v_neg), (s_pos, s_neg) = vv.chunk(2), (ss.chunk(2) if ss is not None else (None, None))
+        else:
+            v_pos, s_pos = run(pos, src, x, t, s)
+            v_neg, s_neg = run(neg, src, x, t, s)
+        return (cfg_combine(v_pos, v_neg, cfg.guidance),
+                None if s_pos is None else cfg_combine(s_pos, s_neg, cfg.guidance))
+
+
+def _repeat(z: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    return None if z is None else z.repeat(n, *([1] * (z.dim() - 1)))
+
+
+def _slices(z: torch.Tensor | None, spans: list[tuple[int, int]]) -> torch.Tensor | None:
+    """The windows' frame slices of `z` (B, C, T, H, W), stacked along the batch."""
+    return None if z is None else torch.cat([z[:, :, a:e] for a, e in spans])
+
+
+def blended_velocity(guided: Guided, plan: WindowPlan, latents: torch.Tensor, states: list[torch.Tensor],
+                     context, negative, source, t) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+    """The clip's velocity from its windows, each on its own slice (and so its own RoPE grid from frame 0)
+    blended by the plan's weights, and each semantic state's velocity: with one (shared) state, the mean of
+    the windows' semantic velocities; with one per window, each window's own."""
+    b, n = latents.shape[0], len(plan.spans)
+    v = torch.zeros_like(latents)
+    vs: list[torch.Tensor | None] = [None] * len(states)
+    for group in plan.groups():
+        spans = [plan.spans[k] for k in group]
+        sem = torch.cat([states[k if len(states) > 1 else 0] for k in group]) if states else None
+        m = len(group)
+        vg, vsg = guided(_repeat(context, m), _repeat(negative, m), _slices(source, spans), _slices(latents, spans),
+                         _repeat(t, m), sem)
+        for j, (k, (a, e)) in enumerate(zip(group, spans, strict=True)):
+            w = plan.weights[k, a:e].to(device=latents.device, dtype=torch.float32).view(1, 1, -1, 1, 1)
+            v[:, :, a:e] += w * vg[j * b:(j + 1) * b]
+            if vsg is None:
+                continue
+            part = vsg[j * b:(j + 1) * b]
+            if len(states) > 1:
+                vs[k] = part
+            else:
+                vs[0] = part / n if vs[0] is None else vs[0] + part / n
+    return v, vs
+
+
 def sample(
     model: SamaTransformer,
     latent_shape: tuple[int, ...],
@@ -121,68 +194,56 @@ def sample(
     generator: torch.Generator | None = None,
     scheduler_template=None,
     on_step: Callable[[int, int], None] | None = None,
+    windows: WindowPlan | None = None,
 ) -> SampleResult:
     """Denoise target latents of `latent_shape` (B, C, T, H, W), conditioned on the clean
     `source_latents` and the prompt `context` (B, L, D); `negative_context` drives guidance.
 
     Noise is drawn on the CPU from `generator` (video first, then semantic tokens), so a seed gives the
     same start on every device. Both streams take the same scheduler steps and the same guidance.
+    `windows` (edit/windows.py): a clip longer than the model's window is denoised as one trajectory whose
+    velocity blends the windows'; with one window (or None) this is the plain loop, bit for bit.
     """
     cfg.validate()
     device, dtype = model.device, model.dtype
     if generator is None:
         generator = torch.Generator().manual_seed(cfg.seed)
     b = latent_shape[0]
+    windowed = windows is not None and not windows.single
     # a model trained without Semantic Anchoring (recorded by `train` in config.extra) denoises no semantic tokens
     trained_with_sa = (getattr(model.config, "extra", None) or {}).get("semantic_anchoring", True)
     n_sem = (model.config.semantic_tokens if trained_with_sa else 0) if cfg.semantic_tokens is None else cfg.semantic_tokens
     latents = torch.randn(latent_shape, generator=generator, dtype=torch.float32).to(device)
-    semantic = None
-    if n_sem:
-        semantic = torch.randn((b, n_sem, model.config.semantic_dim), generator=generator, dtype=torch.float32)
-        semantic = semantic.to(device)
+    # one semantic state, or (windows.semantic == "per-window") one per window, each from its own noise
+    n_states = len(windows.spans) if windowed and windows.semantic == "per-window" else 1
+    states: list[torch.Tensor] = []
+    for _ in range(n_states if n_sem else 0):
+        states.append(torch.randn((b, n_sem, model.config.semantic_dim), generator=generator,
+                                  dtype=torch.float32).to(device))
     video_sched = make_scheduler(cfg, scheduler_template)
-    sem_sched = make_scheduler(cfg, scheduler_template) if semantic is not None else None
+    sem_scheds = [make_scheduler(cfg, scheduler_template) for _ in states]
     context = context.to(device, dtype)
     if negative_context is not None:
         negative_context = negative_context.to(device, dtype)
     if source_latents is not None:
         source_latents = source_latents.to(device, dtype)
-    use_cfg = negative_context is not None and (cfg.dual or cfg.guidance != 1.0)
-
-    def run(ctx, src, x, t, s):
-        out = model(x.to(dtype), t, ctx, source_latents=src, semantic_latents=None if s is None else s.to(dtype))
-        return out.video.float(), None if out.semantic is None else out.semantic.float()
-
+    guided = Guided(model, cfg, negative_context is not None and (cfg.dual or cfg.guidance != 1.0))
     timesteps = video_sched.timesteps
     t_dtype = dtype if cfg.timestep_dtype == "model" else torch.float32
     for i in range(len(timesteps)):
         t = round_timestep(timesteps[i], t_dtype).to(device).expand(b)
-        if not use_cfg:
-            v, vs = run(context, source_latents, latents, t, semantic)
-        elif cfg.dual:
-            # v(I,T): source + prompt; v(0,T): prompt only; v(I,0): source + negative prompt
-            v_it, s_it = run(context, source_latents, latents, t, semantic)
-            v_0t, s_0t = run(context, None, latents, t, semantic)
-            v_i0, s_i0 = run(negative_context, source_latents, latents, t, semantic)
-            s_i, s_t = cfg.source_guidance or 0.0, cfg.text_guidance or 0.0
-            v = dual_cfg_combine(v_it, v_0t, v_i0, s_i, s_t)
-            vs = None if s_it is None else dual_cfg_combine(s_it, s_0t, s_i0, s_i, s_t)
+        if windowed:
+            v, vs = blended_velocity(guided, windows, latents, states, context, negative_context, source_latents, t)
         else:
-            # both branches in one batch when the contexts line up (they do once padded to text_len)
-            if context.shape == negative_context.shape:
-                two = lambda z: None if z is None else torch.cat([z, z])  # noqa: E731
-                vv, ss = run(torch.cat([context, negative_context]), two(source_latents), two(latents),
-                             torch.cat([t, t]), two(semantic))
-                (v_pos, v_neg), (s_pos, s_neg) = vv.chunk(2), (ss.chunk(2) if ss is not None else (None, None))
-            else:
-                v_pos, s_pos = run(context, source_latents, latents, t, semantic)
-                v_neg, s_neg = run(negative_context, source_latents, latents, t, semantic)
-            v = cfg_combine(v_pos, v_neg, cfg.guidance)
-            vs = None if s_pos is None else cfg_combine(s_pos, s_neg, cfg.guidance)
+            v, vs1 = guided(context, negative_context, source_latents, latents, t, states[0] if states else None)
+            vs = [vs1]
         latents = video_sched.step(v, i, latents)
-        if semantic is not None and vs is not None:
-            semantic = sem_sched.step(vs, i, semantic)
+        for k, state in enumerate(states):
+            if vs[k] is not None:
+                states[k] = sem_scheds[k].step(vs[k], i, state)
         if on_step is not None:
             on_step(i + 1, len(timesteps))
+    semantic = None
+    if states:
+        semantic = states[0] if len(states) == 1 else torch.stack(states).mean(0)
     return SampleResult(latents=latents, semantic=semantic)

@@ -447,6 +447,34 @@ def resize_frames(frames: torch.Tensor, size: tuple[int, int], mode: str = "crop
     return y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
+def unresize_frames(edited: torch.Tensor, source: torch.Tensor, mode: str = "crop") -> torch.Tensor:
+    """Frames made at the working size back at the source's size, undoing `resize_frames(source, size,
+    mode)`: stretch resizes back; letterbox drops the bars and resizes the picture back; crop resizes the
+    edited picture back over the region it was cut from, and the cropped-away borders keep the source's
+    pixels (they were never edited). (T, h, w, 3) + (T, H, W, 3) uint8 -> (T, H, W, 3) uint8."""
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"resize mode must be one of {RESIZE_MODES}, not {mode!r}")
+    t, th, tw, _ = edited.shape
+    h, w = source.shape[1], source.shape[2]
+    if (h, w) == (th, tw):
+        return edited
+    if mode == "stretch":
+        return resize_frames(edited, (h, w), mode="stretch")
+    if mode == "letterbox":
+        s = min(th / h, tw / w)
+        oh, ow = min(th, max(1, round(h * s))), min(tw, max(1, round(w * s)))
+        top, left = (th - oh) // 2, (tw - ow) // 2
+        return resize_frames(edited[:, top:top + oh, left:left + ow].contiguous(), (h, w), mode="stretch")
+    s = max(th / h, tw / w)
+    oh, ow = max(th, round(h * s)), max(tw, round(w * s))
+    top, left = (oh - th) // 2, (ow - tw) // 2
+    y0, x0 = round(top / s), round(left / s)
+    rh, rw = min(h - y0, round(th / s)), min(w - x0, round(tw / s))
+    out = source[:t].clone()
+    out[:, y0:y0 + rh, x0:x0 + rw] = resize_frames(edited, (rh, rw), mode="stretch")
+    return out
+
+
 def hstack_videos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Side by side (T, H, Wa+Wb, 3); b is resized to a's height, frame counts cut to the shorter."""
     n = min(a.shape[0], b.shape[0])
