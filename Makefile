@@ -47,7 +47,7 @@ bench: $(STAMP)  ## speed and memory benchmarks, written to $(OUT)/bench/bench.m
 # -> train stage 1 -> edit the held-out clips -> bench toy. Outputs under $(DEMO)/.
 DEMO       ?= $(OUT)/demo
 DEMO_SEED  ?= 0
-DEMO_SYNTH ?= --clips 400 --images 200 --t2v 160 --frames 5 --size 32
+DEMO_SYNTH ?= --clips 400 --images 200 --t2v 160 --frames 5 --size 32 --kind-weights recolour=2,replace=2,remove=2,add=2
 # --lossless: the oracle scores the edited frames themselves (lossy H.264 is not bit-reproducible)
 DEMO_EDIT  ?= --split test,heldout --steps 20 --guidance 1 --shift 5 --side-by-side --lossless
 # 5-frame clips: the release's speed pretext trims 2x (5 -> 2 frames) down to 1 frame; padding keeps motion
@@ -110,7 +110,7 @@ toy-model: $(STAMP)  ## train the embedded default model from scratch (~75 min o
 	$(MAKE) toy-figures DEMO=$(TOYM)
 
 toy-figures: $(STAMP)  ## side-by-side stills (source | edit | truth) of held-out edits -> docs/toy_edits_*.png
-	$(BIN)/python -m sama_cli.toy.figure $(DEMO)/toy $(DEMO)/edits docs/toy_edits_test.png --split test
+	$(BIN)/python -m sama_cli.toy.figure $(DEMO)/toy $(DEMO)/edits docs/toy_edits_test.png --split test --per-kind 2
 	$(BIN)/python -m sama_cli.toy.figure $(DEMO)/toy $(DEMO)/edits docs/toy_edits_heldout.png --split heldout
 
 clean:  ## remove outputs (keeps .venv)

@@ -284,7 +284,11 @@ def test_resolve_takes_the_option_else_the_record_else_the_release() -> None:
     # a checkpoint that records nothing (release weights): the release's 50 steps, guidance 5, shift 5, bucket
     sampling, settings = EditRequest().resolve(ModelDefaults.from_meta({}))
     assert (sampling.steps, sampling.guidance, sampling.shift, settings.size, settings.bucket) == (50, 5.0, 5.0, None, True)
-    assert (sampling.scheduler, sampling.seed, settings.negative_prompt, settings.max_frames) == ("euler", 1, "[Video edit]", 81)
+    assert (sampling.scheduler, sampling.seed, settings.negative_prompt) == ("euler", 1, "[Video edit]")
+    # every frame is edited (issue 16), in windows of the release's 81 unless the checkpoint records its own
+    assert (settings.max_frames, settings.window) == (None, 81)
+    assert EditRequest().resolve(ModelDefaults.from_meta({"window_frames": 5}))[1].window == 5
+    assert EditRequest(window=9).resolve(ModelDefaults.from_meta({"window_frames": 5}))[1].window == 9
 
 
 def test_a_refused_write_stops_the_batch(tmp_path: Path, monkeypatch) -> None:

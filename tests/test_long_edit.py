@@ -21,7 +21,7 @@ def test_spans_by_hand() -> None:
     assert plan_spans(13, 5, 2) == [(0, 5), (2, 7), (5, 10), (8, 13)]
     # Wan: 51 latent frames (201 frames), window 21, overlap 6: ceil(45 / 15) = 3, starts 0, 15, 30
     assert plan_spans(51, 21, 6) == [(0, 21), (15, 36), (30, 51)]
-    assert (default_overlap(81, 4), default_overlap(5, 1), default_overlap(9, 4)) == (24, 2, 4)
+    assert (default_overlap(81, 4), default_overlap(5, 1), default_overlap(9, 4), default_overlap(1, 1)) == (24, 2, 4, 0)
     with pytest.raises(ConfigError, match="overlap must be shorter than the window"):
         plan_spans(13, 5, 5)
 

@@ -24,15 +24,19 @@ def test_the_embedded_model_is_the_toy_recipes_model_and_small() -> None:
     path = default_model()
     assert path is not None and Path(path) == REPO / "sama_cli" / "assets" / "toy_model"
     doc = json.loads((Path(path) / "config.json").read_text())
-    recipe = load_recipe(REPO / "recipes" / "toy_stage1.yaml")
+    recipe = load_recipe(REPO / "recipes" / "toy_model_stage1.yaml")
     shipped = ModelConfig.from_dict(doc["config"])
     assert shipped.replace(extra={}) == from_preset(recipe.model.preset, **recipe.model.overrides)
     meta = doc["meta"]
-    assert meta["recipe"] == "toy_stage1" and meta["working_size"] == [32, 32] and "test" in meta["toy_bench"]
+    assert meta["recipe"] == "toy_model_stage1" and meta["working_size"] == [32, 32] and "test" in meta["toy_bench"]
+    assert set(meta["toy_bench_kinds"]["test"]) == {"recolour", "replace", "remove", "add", "background", "style"}
     assert meta["codec"]["spec"] == "pixel:s4" and meta["text_encoder"] == "tiny"
-    assert (Path(path) / "model.safetensors").stat().st_size < 10 * 2**20
+    assert (Path(path) / "model.safetensors").stat().st_size < 20 * 2**20  # issue 19: at most 20 MB
     card = (Path(path) / "README.md").read_text()
-    assert "What it cannot do" in card and "make demo && make toy-model" in card
+    assert "What it cannot do" in card and "`make toy-model`" in card and "| kind | edit acc (test) |" in card
+    # the README carries the same per-kind table (make toy-model writes it)
+    table = card[card.index("| kind | edit acc (test) |"):].split("\n\n")[0]
+    assert table in (REPO / "README.md").read_text()
 
 
 def test_it_loads_through_the_user_checkpoint_path() -> None:

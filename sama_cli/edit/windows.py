@@ -28,8 +28,10 @@ SEMANTIC_MODES = ("shared", "per-window")
 
 def default_overlap(window: int, temporal_factor: int) -> int:
     """About a third of the window, in frames, a multiple of the codec's temporal factor (at least one
-    latent frame): 24 of 81 for Wan (6 latent frames), 2 of 5 for the toy model."""
-    return temporal_factor * max(1, math.ceil(window / 3) // temporal_factor)
+    latent frame, shorter than the window): 24 of 81 for Wan (6 latent frames), 2 of 5 for the toy model,
+    none for a one-frame window."""
+    overlap = temporal_factor * max(1, math.ceil(window / 3) // temporal_factor)
+    return max(0, min(overlap, (window - 1) // temporal_factor * temporal_factor))  # shorter than the window
 
 
 def latent_frames(frames: int, temporal_factor: int) -> int:

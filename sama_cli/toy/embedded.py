@@ -119,10 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     doc = json.loads((src / "config.json").read_text())
     config = ModelConfig.from_dict(doc["config"])
     sd = {k: (v.half() if v.is_floating_point() else v) for k, v in load_file(str(src / "model.safetensors")).items()}
-    scene = json.loads(next((demo / "toy" / "scenes").glob("*.json")).read_text())["target"]
+    # a video clip's scene (an image's has one frame): its size and length are what the model trained on
+    scene = json.loads(next((demo / "toy" / "scenes").glob("vid*.json")).read_text())["target"]
     # the one size it was trained at: `sama edit` works at it unless told otherwise
     meta = {**doc["meta"], "stored_dtype": "float16", "toy_world": True,
             "working_size": [scene["height"], scene["width"]],
+            "window_frames": scene["frames"],  # the clip length it trained on: the window of longer edits
             "sampling": {"steps": 20, "guidance": 1.0, "shift": 5.0}}  # as `make demo` edits (DEMO_EDIT)
     summary = json.loads((demo / "report" / "summary.json").read_text())
     meta["toy_bench"] = summary["splits"]
@@ -132,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for label, folder in (("this model (stage 1)", "report"), ("stage 0 only", "report_stage0"),
                           ("unedited source", "report_source")):
+        if not (demo / folder / "summary.json").is_file():  # an arm that was not scored (stage 0 only is optional)
+            continue
         splits = json.loads((demo / folder / "summary.json").read_text())["splits"]
         for split in ("test", "heldout"):
             if split in splits:
