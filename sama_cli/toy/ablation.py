@@ -23,11 +23,11 @@ from typing import Any
 
 from sama_cli.core.console import info
 from sama_cli.io.artifacts import atomic_write_text
+from sama_cli.toy.world import EDIT_KINDS
 
 ARMS = {"baseline": (False, False), "+SA": (True, False), "+MA": (False, True), "+SA+MA": (True, True)}
 EDIT_ARGS = ["--steps", "20", "--guidance", "1", "--shift", "5", "--split", "test,heldout"]
-LOSS_LEVEL = 0.6
-KINDS = ("recolour", "replace", "remove", "add", "background", "style")  # convergence: first stage-1 step whose smoothed flow loss is below this
+LOSS_LEVEL = 0.6  # convergence: first stage-1 step whose smoothed flow loss is below this
 
 
 def _sama(*args: Any) -> None:
@@ -144,7 +144,7 @@ def write_doc(results: list[dict[str, Any]], out: Path, doc: Path, s0: int, s1: 
     def flicker(r):
         return r.get("stage1_temporal", {}).get("flicker")
 
-    kinds = [k for k in KINDS if any(k in r.get("stage1_kinds", {}) for r in results)]
+    kinds = [k for k in EDIT_KINDS if any(k in r.get("stage1_kinds", {}) for r in results)]
     kind_rows = [f"| {arm} | " + " | ".join(_ms([r.get("stage1_kinds", {}).get(k) for r in results if r["arm"] == arm])
                                             for k in kinds) + " |" for arm in ARMS]
     temporal_rows = [f"| {arm} | " + " | ".join(

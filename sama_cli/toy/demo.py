@@ -17,6 +17,7 @@ from rich.table import Table
 from sama_cli.core.console import err
 from sama_cli.eval.report import load_summary
 from sama_cli.toy.adapter import TOY_METRICS
+from sama_cli.toy.world import EDIT_KINDS
 
 ARMS = (("stage 1 (SAMA)", "report"), ("stage 0 only", "report_stage0"), ("unedited source", "report_source"))
 
@@ -33,11 +34,6 @@ def _shipped_meta() -> dict:
     return json.loads((Path(path) / "config.json").read_text()).get("meta", {})
 
 
-def _shipped_scores() -> dict | None:
-    return _shipped_meta().get("toy_bench")
-
-
-KINDS = ("recolour", "replace", "remove", "add", "background", "style")
 SHIPPED = "embedded model"
 
 
@@ -83,11 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         for label, s in arms.items():
             table.add_row(label, *(f"{s[k]:.3f}" for k in TOY_METRICS))
         err.print(table)
-    for split, arms in sorted(kind_scores(demo, _shipped_meta().get("toy_bench_kinds")).items(),
+    meta = _shipped_meta()  # the embedded model's card, read once
+    kinds_by_split = kind_scores(demo, meta.get("toy_bench_kinds"))
+    for split, arms in sorted(kinds_by_split.items(),
                               key=lambda kv: kv[0] != "test"):
         table = Table(title=f"edit accuracy per kind, {SPLITS.get(split, split)} (split {split})", show_edge=False)
         table.add_column("model", no_wrap=True)
-        kinds = [k for k in KINDS if any(k in a for a in arms.values())]
+        kinds = [k for k in EDIT_KINDS if any(k in a for a in arms.values())]
         for k in kinds:
             table.add_column(k, justify="right")
         for label, acc in arms.items():
@@ -100,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     err.print(f"loss curves: {demo / 'stage0' / 'loss.png'}, {demo / 'stage1' / 'loss.png'}")
     err.print(f"reports: {demo / 'report' / 'report.md'} (and report_stage0/, report_source/)")
     err.print(f"the trained model: {demo / 'stage1' / 'export' / 'ema'} -> sama edit CLIP \"...\" --model <that> -o out.mp4")
-    shipped = _shipped_scores()
+    shipped = meta.get("toy_bench")
     if shipped and "test" in shipped and "test" in scores:
         a, b = shipped["test"]["edit_accuracy"], scores["test"]["stage 1 (SAMA)"]["edit_accuracy"]
         verdict = "within" if abs(a - b) <= REPRO_TOLERANCE else "[yellow]outside[/yellow]"
@@ -111,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     beaten = {k: v["edit_accuracy"] for k, v in test.items() if k != "stage 1 (SAMA)"}
     ok = all(ours > v for v in beaten.values())
     if "--json" in args:
-        sys.stdout.write(json.dumps({"splits": scores, "kinds": kind_scores(demo, _shipped_meta().get("toy_bench_kinds")),
+        sys.stdout.write(json.dumps({"splits": scores, "kinds": kinds_by_split,
                                      "beats_baselines": ok}) + "\n")
     if ok:
         err.print(f"[green]on held-out clips, stage 1 beats {' and '.join(beaten)} on edit accuracy[/green] "
