@@ -15,7 +15,7 @@ OUT    ?= out
 PYTEST_ARGS ?= -n 2
 
 .PHONY: help install test test-fast lint format bench demo clean demo-data demo-perturb demo-encode demo-anchor \
-        demo-stage0 demo-stage1 demo-edit demo-bench ablation toy-model toy-figures
+        demo-stage0 demo-stage1 demo-edit demo-bench ablation toy-model toy-figures long-videos
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -98,6 +98,11 @@ $(DEMO)/anc_plain/manifest.jsonl: $(DEMO)/toy/manifest.jsonl
 
 ablation: $(DEMO)/anc/manifest.jsonl $(DEMO)/anc_plain/manifest.jsonl  ## the paper's claims at toy scale (~35 min)
 	$(BIN)/python -m sama_cli.toy.ablation --demo $(DEMO) --out $(OUT)/ablation $(ABLATION_ARGS)
+
+# ---- whole videos (issue 16): toy clips several windows long, boundary vs interior frames -> docs/long_videos.md ----
+LONG_ARGS ?= --seeds 1 2 3 --clips 12 --frames 29
+long-videos: $(STAMP)  ## long toy clips edited whole in windows, scored frame by frame (~7 min) -> docs/long_videos.md
+	$(BIN)/python -m sama_cli.toy.long_clips --out $(OUT)/long_videos --doc docs/long_videos.md $(LONG_ARGS)
 
 # ---- the embedded default model: the same pipeline as the demo, with more data and its own, longer recipes ---------
 # from scratch into $(TOYM)/, then stored in fp16 with its model card (per-kind scores) and the docs' stills
