@@ -173,3 +173,24 @@ def test_batch_mode_edits_every_frame_of_a_long_and_a_short_clip(ckpt, tmp_path)
         assert (info.frames, info.fps, info.has_audio) == (frames, fps, True), name
         assert done[name]["frames"] == frames and done[name]["frames_left_out"] == 0
     assert [json.loads(line)["id"] for line in (out / "manifest.jsonl").read_text().splitlines()] == ["long", "short"]
+
+
+def test_the_bench_clips_are_exactly_one_two_and_four_windows_long() -> None:
+    """`make bench` (perf/long_edit_speed.py): window + (n - 1) x (window - overlap) latent frames."""
+    from types import SimpleNamespace
+
+    from sama_cli.edit.editor import Editor, ModelDefaults
+    from sama_cli.perf.long_edit_speed import _setup
+
+    def editor(k: int, window: int | None):
+        fake = SimpleNamespace(codec=SimpleNamespace(temporal_factor=k),
+                               defaults=ModelDefaults(working_size=(32, 32), window_frames=window, steps=1))
+        fake.window_plan = lambda latent, settings: Editor.window_plan(fake, latent, settings)
+        return fake
+
+    # the toy model: window 5, overlap 2 -> 5, 5 + 3, 5 + 3 x 3 frames; work per frame 1, 10/8, 20/14
+    toy = [_setup(editor(1, 5), n, 1) for n in (1, 2, 4)]
+    assert [s[0].shape[0] for s in toy] == [5, 8, 14]
+    assert [s[3] for s in toy] == pytest.approx([1.0, 10 / 8, 20 / 14])
+    # Wan: 81 frames = 21 latent, overlap 24 frames = 6 latent -> 21 + 15 = 36 latent = 1 + 35 x 4 = 141 frames
+    assert _setup(editor(4, 81), 2, 1)[0].shape[0] == 141
