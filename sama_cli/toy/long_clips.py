@@ -147,7 +147,7 @@ def run_metrics(clips: list[dict[str, Any]]) -> dict[str, float | None]:
     return out
 
 
-def _paired(a: dict[str, float | None], b: dict[str, float | None]) -> float | None:
+def _paired(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
@@ -160,6 +160,7 @@ def mean_std(values: list[float | None]) -> dict[str, float | None]:
 
 # paired differences, per seed: name -> (measure a, measure b), a - b
 CONTRASTS = {"boundary-interior": ("acc_boundary", "acc_interior"), "boundary-middle": ("acc_boundary", "acc_middle"),
+             "end-middle": ("acc_end", "acc_middle"),
              "across-inside_edit": ("diff_across_edit", "diff_inside_edit"),
              "across-inside_truth": ("diff_across_truth", "diff_inside_truth"),
              "across-inside_error": ("diff_across_error", "diff_inside_error")}
@@ -189,7 +190,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def _ms(x: dict[str, float | None] | None, digits: int = 3) -> str:
     if not x or x["mean"] is None:
         return "-"
-    return f"{x['mean']:.{digits}f}" + ("" if x["std"] is None else f" ± {x['std']:.{digits}f}")
+    mean = x["mean"] if round(x["mean"], digits) else 0.0  # no "-0.000"
+    return f"{mean:.{digits}f}" + ("" if x["std"] is None else f" ± {x['std']:.{digits}f}")
 
 
 def _judge(gap: float, spread: float | None) -> str:
@@ -212,7 +214,7 @@ def _spread(x: dict[str, float | None], digits: int = 3) -> str:
             else f"seed-to-seed spread {x['std']:.{digits}f}")
 
 
-def _accuracy_claim(arm: str, a: dict[str, Any]) -> list[str]:
+def _accuracy_claim(arm: str, a: dict[str, Any], cut: dict[str, Any] | None) -> list[str]:
     b, i, m = a["acc_boundary"], a["acc_interior"], a["acc_middle"]
     if b["mean"] is None or i["mean"] is None:
         return [f"- Accuracy next to a boundary vs interior ({arm}): not measured (no frames of one class)."]
@@ -226,6 +228,15 @@ def _accuracy_claim(arm: str, a: dict[str, Any]) -> list[str]:
         dm = a["contrasts"]["boundary-middle"]
         line += (f" Against interior frames mid-clip only (leaving out the clip's two ends, which score "
                  f"{_ms(a['acc_end'])}): {m['mean']:.3f}, paired gap {_ms(dm)} ({_sign(dm)}).")
+        if verdict == "outside" and dm["std"] is not None and abs(dm["mean"]) <= dm["std"]:
+            line += (" So the gap comes from the clip's ends scoring higher, not from frames next to a boundary "
+                     "scoring lower than the interior frames between them.")
+        ends = None if cut is None else cut["contrasts"]["end-middle"]
+        if ends is not None and ends["mean"] is not None:
+            line += (f" The clip's ends minus mid-clip frames: {_ms(a['contrasts']['end-middle'])} here, "
+                     f"{_ms(ends)} in the cut reference (same frames, no blending at all)"
+                     + (", so the ends' advantage does not come from blending windows." if ends["std"] is not None
+                        and ends["mean"] > ends["std"] else "."))
     return [line]
 
 
@@ -254,7 +265,7 @@ def reading(summary: dict[str, Any]) -> list[str]:
     for arm in ("shared", "per-window"):
         if arm in arms:
             cut = arms["cut"]["contrasts"]["across-inside_error"] if "cut" in arms else None
-            lines += _accuracy_claim(arm, arms[arm]) + _seam_claim(arm, arms[arm], cut)
+            lines += _accuracy_claim(arm, arms[arm], arms.get("cut")) + _seam_claim(arm, arms[arm], cut)
     if "cut" in arms and arms["cut"]["contrasts"]["across-inside_error"]["mean"] is not None:
         c = arms["cut"]["contrasts"]["across-inside_error"]
         seen = c["mean"] > (c["std"] or 0.0)
@@ -290,9 +301,8 @@ def render_doc(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     """docs/long_videos.md from a summary (`summarise`) and how the run was made (`meta`)."""
     arms = summary["arms"]
     acc_rows = [f"| {ARMS[a]} | {_ms(arms[a]['acc_all'])} | "
-                + (" | ".join(_ms(arms[a][f"acc_{c}"]) for c in ("boundary", "interior", "middle", "end")) + " | "
-                   + " | ".join(_ms(arms[a]["contrasts"][c]) for c in ("boundary-interior", "boundary-middle")) + " |"
-                   if a != "cut" else "- | - | - | - | - | - |")
+                + " | ".join(_ms(arms[a][f"acc_{c}"]) for c in ("boundary", "interior", "middle", "end")) + " | "
+                + " | ".join(_ms(arms[a]["contrasts"][c]) for c in ("boundary-interior", "boundary-middle")) + " |"
                 for a in arms]
     diff_rows = [f"| {ARMS[a]} | " + " | ".join(_ms(arms[a][f"diff_{p}_{d}"], 2) for d in DIFFS for p in PAIR_CLASSES)
                  + f" | {_ms(arms[a]['contrasts']['across-inside_error'], 2)} |" for a in arms]
@@ -328,6 +338,8 @@ def render_doc(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         "| arm | all frames | next to a boundary | interior | interior mid-clip | interior at the clip's ends | "
         "boundary − interior (paired) | boundary − mid-clip (paired) |",
         "|---|---|---|---|---|---|---|---|", *acc_rows, "",
+        "The cut reference's frames are classed by the windowed edits' plan (the same frames), not by its pieces:",
+        "its row shows what those frames score when nothing is blended.", "",
         "## Frame-to-frame difference (0-255)", "",
         "| arm | edit, across | edit, inside | truth, across | truth, inside | error, across | error, inside | "
         "error, across − inside (paired) |",
