@@ -101,7 +101,7 @@ ablation: $(DEMO)/anc/manifest.jsonl $(DEMO)/anc_plain/manifest.jsonl  ## the pa
 
 # ---- whole videos (issue 16): toy clips several windows long, boundary vs interior frames -> docs/long_videos.md ----
 LONG_ARGS ?= --seeds 1 2 3 --clips 12 --frames 29
-long-videos: $(STAMP)  ## long toy clips edited whole in windows, scored frame by frame (~7 min) -> docs/long_videos.md
+long-videos: $(STAMP)  ## long toy clips edited whole in windows, scored frame by frame (~6 min on 2 cores) -> docs/long_videos.md
 	$(BIN)/python -m sama_cli.toy.long_clips --out $(OUT)/long_videos --doc docs/long_videos.md $(LONG_ARGS)
 
 # ---- the embedded default model: the same pipeline as the demo, with more data and its own, longer recipes ---------

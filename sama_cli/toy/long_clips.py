@@ -350,7 +350,8 @@ def render_doc(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         "  frame from an overlap: *interior* here means \"denoised by one window alone\", not \"far from any",
         "  boundary\" as a Wan window of 81 frames allows. With three seeds a standard deviation is a rough",
         "  spread; a difference inside it is no evidence either way.", "",
-        "Per-seed and per-clip numbers: `long_videos.json` beside this file.", ""]
+        "Per-seed and per-clip numbers: `long_videos.json` beside this file. Time per frame and peak memory",
+        "for 1, 2 and 4 windows: the `whole videos` rows of `make bench` (`sama_cli/perf/long_edit_speed.py`).", ""]
     return "\n".join(lines)
 
 
