@@ -10,6 +10,10 @@ SAMA   := $(BIN)/sama
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 OUT    ?= out
+# Python caches compiled modules in .venv: a shell that sets PYTHONDONTWRITEBYTECODE (as this machine's does)
+# otherwise recompiles transformers and torch from source in every `sama` call (6 of the 17 CPU seconds
+# of a small `sama encode`), and the demo and the tests make dozens of them
+unexport PYTHONDONTWRITEBYTECODE
 # two pytest workers (pytest-xdist): the suite is half subprocess start-up and import time, which a
 # second worker overlaps (measured on 2 cores: 9 min 18 s instead of ~15); PYTEST_ARGS= runs it serially
 PYTEST_ARGS ?= -n 2
