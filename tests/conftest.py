@@ -31,6 +31,24 @@ def real_fixtures() -> Path:
     return REAL_FIXTURES
 
 
+@pytest.fixture(scope="session")
+def tiny_edit_checkpoint(tmp_path_factory) -> Path:
+    """A random `tiny` SAMA checkpoint that `sama edit` runs end to end: a tiny VAE as its codec and the tiny
+    text encoder beside it (512 text tokens, as Wan's)."""
+    from sama_cli.model.config import from_preset
+    from sama_cli.model.text_encoder import save_tiny_text_encoder
+    from sama_cli.model.transformer import build_model
+    from sama_cli.model.vae import tiny_vae
+    from sama_cli.model.weights import save_checkpoint
+
+    root = tmp_path_factory.mktemp("tiny_edit")
+    model = build_model(from_preset("tiny", text_len=512, semantic_local_grid=8), seed=0)
+    path = save_checkpoint(model, root / "ckpt", meta={"codec": "vae", "text_encoder": "."})
+    tiny_vae().save_pretrained(path / "vae")
+    save_tiny_text_encoder(path)
+    return path
+
+
 def write_clip_with_audio(path: Path, frames: int, fps: int = 10, width: int = 32, height: int = 32,
                           seconds_of_audio: float | None = None) -> Path:
     """An H.264 MP4 whose frame i is flat grey (i * 10) % 250, with a mono 440 Hz AAC track of

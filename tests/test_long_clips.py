@@ -133,19 +133,8 @@ def test_the_document_holds_the_table_of_a_small_fake_result() -> None:
 
 # ---- sama edit --manifest over a long and a short clip ----------------------------------------------------
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    from sama_cli.model.config import from_preset
-    from sama_cli.model.text_encoder import save_tiny_text_encoder
-    from sama_cli.model.transformer import build_model
-    from sama_cli.model.vae import tiny_vae
-    from sama_cli.model.weights import save_checkpoint
-
-    root = tmp_path_factory.mktemp("long_clips")
-    model = build_model(from_preset("tiny", text_len=512, semantic_local_grid=8), seed=0)
-    path = save_checkpoint(model, root / "ckpt", meta={"codec": "vae", "text_encoder": "."})
-    tiny_vae().save_pretrained(path / "vae")
-    save_tiny_text_encoder(path)
-    return path
+def ckpt(tiny_edit_checkpoint):
+    return tiny_edit_checkpoint
 
 
 def test_batch_mode_edits_every_frame_of_a_long_and_a_short_clip(ckpt, tmp_path) -> None:

@@ -124,18 +124,8 @@ def _clip_with_audio(path, frames: int, fps: int = 12, width: int = 32) -> None:
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    from sama_cli.model.text_encoder import save_tiny_text_encoder
-    from sama_cli.model.transformer import build_model
-    from sama_cli.model.vae import tiny_vae
-    from sama_cli.model.weights import save_checkpoint
-
-    root = tmp_path_factory.mktemp("long")
-    model = build_model(from_preset("tiny", text_len=512, semantic_local_grid=8), seed=0)
-    path = save_checkpoint(model, root / "ckpt", meta={"codec": "vae", "text_encoder": "."})
-    tiny_vae().save_pretrained(path / "vae")
-    save_tiny_text_encoder(path)
-    return path
+def ckpt(tiny_edit_checkpoint):
+    return tiny_edit_checkpoint
 
 
 def _edit(*args):
