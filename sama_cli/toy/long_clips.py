@@ -93,12 +93,9 @@ def change_error(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
 def frame_hits(pred: torch.Tensor, record: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The oracle's edit accuracy frame by frame (toy/world.py `oracle_scores`: edit-mask pixels within
     TOLERANCE of the truth): hits (T,), mask pixels (T,), and the true target (T, H, W, 3) uint8."""
-    from sama_cli.toy.world import TOLERANCE, Edit, Scene, edit_mask, render
+    from sama_cli.toy.world import oracle_hits
 
-    src, tgt = Scene.from_dict(record["source"]), Scene.from_dict(record["target"])
-    truth = render(tgt)
-    mask = edit_mask(src, tgt, Edit(**record["edit"]))
-    close = (pred.int() - truth.int()).abs().amax(-1) <= TOLERANCE
+    close, mask, truth = oracle_hits(pred, record)
     return (close & mask).flatten(1).sum(1), mask.flatten(1).sum(1), truth
 
 

@@ -314,6 +314,19 @@ def load_scene_record(path: str | Path) -> dict[str, Any]:
     return record
 
 
+def oracle_hits(pred: torch.Tensor, scene_record: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What edit accuracy counts, pixel by pixel: (close, mask, truth) with close (T, H, W) the pixels of
+    `pred` within TOLERANCE (L_inf) of the true target, mask (T, H, W) the edit mask, truth (T, H, W, 3)
+    uint8 the rendered target."""
+    src, tgt = Scene.from_dict(scene_record["source"]), Scene.from_dict(scene_record["target"])
+    truth = render(tgt)
+    if tuple(pred.shape) != tuple(truth.shape):
+        raise InputError(f"edited video has shape {tuple(pred.shape)}, the scene is {tuple(truth.shape)}")
+    mask = edit_mask(src, tgt, Edit(**scene_record["edit"]))
+    close = (pred.int() - truth.int()).abs().amax(-1) <= TOLERANCE
+    return close, mask, truth
+
+
 def oracle_scores(pred: torch.Tensor, scene_record: dict[str, Any]) -> dict[str, float]:
     """Exact scores of an edited video `pred` (T, H, W, 3) uint8 against the scene's truth.
 
@@ -327,13 +340,8 @@ def oracle_scores(pred: torch.Tensor, scene_record: dict[str, Any]) -> dict[str,
     """
     from sama_cli.eval.metrics import ssim
 
-    src, tgt = Scene.from_dict(scene_record["source"]), Scene.from_dict(scene_record["target"])
-    edit = Edit(**scene_record["edit"])
-    truth = render(tgt)
-    if tuple(pred.shape) != tuple(truth.shape):
-        raise InputError(f"edited video has shape {tuple(pred.shape)}, the scene is {tuple(truth.shape)}")
-    mask = edit_mask(src, tgt, edit)
-    close = (pred.int() - truth.int()).abs().amax(-1) <= TOLERANCE
+    close, mask, truth = oracle_hits(pred, scene_record)
+    tgt, edit = Scene.from_dict(scene_record["target"]), Edit(**scene_record["edit"])
     accuracy = float(close[mask].float().mean()) if mask.any() else 1.0
     tracked = [edit.new_index] if edit.new_index is not None else list(range(len(tgt.objects)))
     return {
