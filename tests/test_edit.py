@@ -13,8 +13,8 @@ import pytest
 import torch
 from conftest import REAL_FIXTURES
 
-from sama_cli.core.errors import StorageError
-from sama_cli.edit.editor import EditRequest, EditSettings, ModelDefaults, edit_batch
+from sama_cli.core.errors import ConfigError, StorageError
+from sama_cli.edit.editor import EditRequest, EditSettings, ModelDefaults, edit_batch, manifest_rows
 from sama_cli.edit.loading import load_editor
 from sama_cli.edit.sampler import SamplingConfig
 from sama_cli.io.video import probe, read_video, resize_frames, write_video
@@ -136,6 +136,23 @@ def test_batch_manifest_resumes_and_survives_a_bad_row(kit, tmp_path: Path) -> N
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["skipped"] == 1 and [d["id"] for d in summary["done"]] == ["bad"]
+
+
+def test_batch_rows_filter_by_split_and_kind(tmp_path: Path) -> None:
+    """--split and --kind pick rows; t2v rows are never edits; a row without a split is `train`."""
+    rows = [{"id": "v1", "kind": "video_edit", "split": "test"}, {"id": "i1", "kind": "image_edit", "split": "test"},
+            {"id": "v2", "kind": "video_edit"}, {"id": "t1", "kind": "t2v", "split": "test"},
+            {"id": "v3", "kind": "video_edit", "split": "heldout"}]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({**r, "source": str(CLIP), "instruction": "x"}) + "\n" for r in rows))
+    ids = lambda **kw: [r["id"] for r in manifest_rows(manifest, **kw)[0]]  # noqa: E731
+    assert ids() == ["v1", "i1", "v2", "v3"]
+    assert ids(split="test") == ["v1", "i1"] and ids(split="train") == ["v2"]
+    assert ids(kind="video_edit") == ["v1", "v2", "v3"] and ids(kind="image_edit,video_edit") == ids()
+    assert ids(split="test,heldout", kind="video_edit") == ["v1", "v3"]
+    assert ids(kind="video_edit", limit=2) == ["v1", "v2"]
+    with pytest.raises(ConfigError, match="--kind t2v: an edit row is video_edit or image_edit"):
+        ids(kind="t2v")
 
 
 def test_offload_moves_each_part_for_its_stage_and_gives_the_same_edit(kit, monkeypatch) -> None:

@@ -48,6 +48,8 @@ def edit(
                                           "paths resolve against (DiffSynth's --dataset_base_path). Default: the "
                                           "manifest file's folder."),
     split: str | None = typer.Option(None, "--split", help="Batch mode: only rows of these splits (e.g. test,heldout)."),
+    kind: str | None = typer.Option(None, "--kind", help="Batch mode: only rows of these kinds (video_edit, "
+                                    "image_edit; default both)."),
     limit: int | None = typer.Option(None, "--limit", help="Batch mode: at most this many rows."),
     model: str | None = typer.Option(None, "--model", help="A sama checkpoint, or SAMA release weights "
                                      "(release layout; then --base points at Wan2.1-T2V-14B). Default: the "
@@ -119,7 +121,10 @@ def edit(
     request.validate()  # before the model: loading one can take minutes
     if base_path is not None and manifest is None:
         raise ConfigError("--base-path goes with --manifest")
-    rows, bad_rows = manifest_rows(manifest, split, limit, base_path=base_path) if manifest is not None else (None, [])
+    if kind is not None and manifest is None:
+        raise ConfigError("--kind goes with --manifest")
+    rows, bad_rows = (manifest_rows(manifest, split, limit, base_path=base_path, kind=kind)
+                      if manifest is not None else (None, []))
     editor = load_editor(model=model, base=base, vae=vae, text_encoder=text_encoder, device=device, dtype=dtype,
                          offload=offload, text_encoder_cpu=text_encoder_cpu, tiling=tiling)
     sampling, settings = request.resolve(editor.defaults)  # flags, else what the checkpoint records, else release

@@ -361,16 +361,20 @@ def edit_single(editor: Editor, src: str | Path, instruction: str, out: str | Pa
 
 
 def manifest_rows(manifest: str | Path, split: str | None = None, limit: int | None = None, *,
-                  base_path: str | Path | None = None) -> tuple[list[dict], list[dict]]:
+                  base_path: str | Path | None = None, kind: str | None = None) -> tuple[list[dict], list[dict]]:
     """The rows `sama edit --manifest` edits: the edit rows (not t2v) of the comma-separated `split`s
-    (a row without one is `train`), at most `limit`; and the manifest's bad rows as {"id", "error"},
+    (a row without one is `train`) and `kind`s (video_edit, image_edit), at most `limit`; and the
+    manifest's bad rows as {"id", "error"},
     which the batch reports as failed while the others go on. The manifest is ours or DiffSynth
     metadata (io/metadata.py), its relative paths resolved against `base_path` (default its folder)."""
     from sama_cli.io.manifest import read_manifest
 
     wanted = None if split is None else set(split.split(","))
+    kinds = {"video_edit", "image_edit"} if kind is None else set(kind.split(","))
+    if unknown := kinds - {"video_edit", "image_edit"}:
+        raise ConfigError(f"--kind {','.join(sorted(unknown))}: an edit row is video_edit or image_edit")
     m = read_manifest(manifest, base_path=base_path, keep_going=True)
-    rows = [r for r in m.rows if r["kind"] != "t2v" and (wanted is None or r.get("split", "train") in wanted)]
+    rows = [r for r in m.rows if r["kind"] in kinds and (wanted is None or r.get("split", "train") in wanted)]
     return rows[:limit], m.failed
 
 
