@@ -48,3 +48,17 @@ def test_the_readme_table_goes_between_its_markers(tmp_path: Path) -> None:
     plain = tmp_path / "plain.md"
     plain.write_text("no markers\n")
     assert not update_readme(plain, table) and plain.read_text() == "no markers\n"
+
+
+def test_the_embedded_model_is_a_reproduction_check_only_when_it_had_the_demos_recipe(tmp_path: Path) -> None:
+    (tmp_path / "stage1").mkdir()
+    (tmp_path / "stage1" / "recipe.yaml").write_text("name: toy_stage1\ntrain: {steps: 3000}\n")
+    recipe = demo._recipe_name(tmp_path / "stage1")
+    assert recipe == "toy_stage1" and demo._recipe_name(tmp_path / "none") is None
+    same = demo._shipped_line({"recipe": "toy_stage1", "steps": 3000}, recipe, 0.62, 0.60)
+    assert "same recipes" in same and "(within the documented tolerance of ±0.05)" in same
+    assert "outside" in demo._shipped_line({"recipe": "toy_stage1"}, recipe, 0.70, 0.60)
+    # make toy-model's longer recipe: a comparison, never a verdict on reproduction
+    other = demo._shipped_line({"recipe": "toy_model_stage1", "steps": 8000}, recipe, 0.93, 0.60)
+    assert other == ("the embedded model (toy_model_stage1, 8000 stage-1 steps: make toy-model): test edit accuracy "
+                     "0.930; this run (toy_stage1) 0.600")
