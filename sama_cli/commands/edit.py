@@ -101,6 +101,9 @@ def edit(
                                   "frames bit for bit, for scoring; larger files, not every player shows it."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
     dtype: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16."),
+    batch_cfg: bool = typer.Option(True, "--batch-cfg/--no-batch-cfg", help="Run the guidance branches as one "
+                                   "batch (same edit within float rounding, faster); --no-batch-cfg: one forward "
+                                   "per branch, less activation memory."),
     offload: bool = typer.Option(False, "--offload", help="Keep each model on the CPU until its stage runs."),
     text_encoder_cpu: bool = typer.Option(False, "--text-encoder-cpu", help="Run the text encoder on the CPU."),
     tiling: bool = typer.Option(False, "--tiling", help="VAE tiling for large frames."),
@@ -117,6 +120,7 @@ def edit(
                           seed=seed, prompt_prefix=prompt_prefix, negative_prompt=negative_prompt,
                           null_negative=null_negative, max_frames=max_frames, resize=resize, anchor_frames=anchors,
                           window=window, overlap=overlap, window_batch=window_batch, semantic_windows=semantic_windows,
+                          batch_guidance=batch_cfg,
                           output_size=output_size)
     request.validate()  # before the model: loading one can take minutes
     if base_path is not None and manifest is None:

@@ -52,6 +52,7 @@ class EditSettings:
     overlap: int | None = None  # frames shared by neighbouring windows (None: about a third of the window)
     semantic_windows: str = "shared"  # shared | per-window: one semantic anchor for the clip, or one per window
     window_batch: int = 1  # windows through the model at once (peak memory grows with it)
+    batch_guidance: bool = True  # the guidance branches in one forward (exact; --no-batch-cfg saves memory)
     size: tuple[int, int] | None = None  # explicit (height, width)
     bucket: bool = True  # the release's ~480x832 bucket; False: native size when it fits (as encode --native)
     area: int = 480 * 832
@@ -132,6 +133,7 @@ class EditRequest:
     overlap: int | None = None
     semantic_windows: str = EditSettings.semantic_windows
     window_batch: int = EditSettings.window_batch
+    batch_guidance: bool = EditSettings.batch_guidance
     output_size: str = EditSettings.output_size
     resize: str = EditSettings.resize
     anchor_frames: int | None = None
@@ -153,6 +155,7 @@ class EditRequest:
                                 window=_first(self.window, model.window_frames, RELEASE_MAX_FRAMES),
                                 overlap=self.overlap, semantic_windows=self.semantic_windows,
                                 window_batch=self.window_batch, output_size=self.output_size,
+                                batch_guidance=self.batch_guidance,
                                 bucket=self.bucket is not False, resize=self.resize, anchor_frames=self.anchor_frames)
         return sampling, settings
 
@@ -288,7 +291,7 @@ class Editor:
         t0 = time.perf_counter()
         with self._stage(self.model, self.device), torch.no_grad():
             result = sample(self.model, tuple(source.shape), context, negative, source, sampling, on_step=on_step,
-                            windows=plan)
+                            windows=plan, batch_guidance=settings.batch_guidance)
         seconds["denoise"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()

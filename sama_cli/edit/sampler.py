@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -112,37 +113,53 @@ class SampleResult:
 
 
 class Guided:
-    """The model's guided velocity (video, semantic) for a batch: plain, classifier-free (both branches in
-    one batch when the contexts line up) or dual guidance, as `cfg` says."""
+    """The model's guided velocity (video, semantic) for a batch: plain, classifier-free or dual guidance,
+    as `cfg` says. With `batch` (the default) the guidance branches whose sequences line up go through the
+    model as one batch (classifier-free: both; dual: all three, or two when source tokens make the
+    prompt-only branch shorter): the same output as one forward each, within float rounding."""
 
-    def __init__(self, model: SamaTransformer, cfg: SamplingConfig, use_cfg: bool):
-        self.model, self.cfg, self.use_cfg, self.dtype = model, cfg, use_cfg, model.dtype
+    def __init__(self, model: SamaTransformer, cfg: SamplingConfig, use_cfg: bool, batch: bool = True):
+        self.model, self.cfg, self.use_cfg, self.batch, self.dtype = model, cfg, use_cfg, batch, model.dtype
+        self.forwards = 0  # model calls so far (a batched call counts once)
 
     def run(self, ctx, src, x, t, s):
+        self.forwards += 1
         out = self.model(x.to(self.dtype), t, ctx, source_latents=src,
                          semantic_latents=None if s is None else s.to(self.dtype))
         return out.video.float(), None if out.semantic is None else out.semantic.float()
 
+    def branches(self, branches: list[tuple[torch.Tensor, torch.Tensor | None]], x, t, s):
+        """[(context, source)] -> [(video velocity, semantic velocity)], one forward per group of branches
+        with the same sequence shapes when batching, else one per branch."""
+        if not self.batch:
+            return [self.run(c, src, x, t, s) for c, src in branches]
+        if getattr(self.model.config, "source_mode", "token") == "channel":  # no source is a zero source on the channels: batchable
+            branches = [(c, torch.zeros_like(x) if src is None else src) for c, src in branches]
+        groups: dict[tuple, list[int]] = {}
+        for i, (c, src) in enumerate(branches):
+            groups.setdefault((tuple(c.shape), None if src is None else tuple(src.shape)), []).append(i)
+        out: list[Any] = [None] * len(branches)
+        for idx in groups.values():
+            n, src = len(idx), branches[idx[0]][1]
+            v, sem = self.run(torch.cat([branches[i][0] for i in idx]),
+                              None if src is None else torch.cat([branches[i][1] for i in idx]),
+                              _repeat(x, n), _repeat(t, n), _repeat(s, n))
+            vs, ss = v.chunk(n), (sem.chunk(n) if sem is not None else [None] * n)
+            for j, i in enumerate(idx):
+                out[i] = (vs[j], ss[j])
+        return out
+
     def __call__(self, pos, neg, src, x, t, s):
-        cfg, run = self.cfg, self.run
+        cfg = self.cfg
         if not self.use_cfg:
-            return run(pos, src, x, t, s)
+            return self.run(pos, src, x, t, s)
         if cfg.dual:
             # v(I,T): source + prompt; v(0,T): prompt only; v(I,0): source + negative prompt
-            v_it, s_it = run(pos, src, x, t, s)
-            v_0t, s_0t = run(pos, None, x, t, s)
-            v_i0, s_i0 = run(neg, src, x, t, s)
+            (v_it, s_it), (v_0t, s_0t), (v_i0, s_i0) = self.branches([(pos, src), (pos, None), (neg, src)], x, t, s)
             s_i, s_t = cfg.source_guidance or 0.0, cfg.text_guidance or 0.0
             return (dual_cfg_combine(v_it, v_0t, v_i0, s_i, s_t),
                     None if s_it is None else dual_cfg_combine(s_it, s_0t, s_i0, s_i, s_t))
-        # both branches in one batch when the contexts line up (they do once padded to text_len)
-        if pos.shape == neg.shape:
-            two = lambda z: None if z is None else torch.cat([z, z])  # noqa: E731
-            vv, ss = run(torch.cat([pos, neg]), two(src), two(x), torch.cat([t, t]), two(s))
-            (v_pos, v_neg), (s_pos, s_neg) = vv.chunk(2), (ss.chunk(2) if ss is not None else (None, None))
-        else:
-            v_pos, s_pos = run(pos, src, x, t, s)
-            v_neg, s_neg = run(neg, src, x, t, s)
+        (v_pos, s_pos), (v_neg, s_neg) = self.branches([(pos, src), (neg, src)], x, t, s)
         return (cfg_combine(v_pos, v_neg, cfg.guidance),
                 None if s_pos is None else cfg_combine(s_pos, s_neg, cfg.guidance))
 
@@ -195,6 +212,7 @@ def sample(
     scheduler_template=None,
     on_step: Callable[[int, int], None] | None = None,
     windows: WindowPlan | None = None,
+    batch_guidance: bool = True,
 ) -> SampleResult:
     """Denoise target latents of `latent_shape` (B, C, T, H, W), conditioned on the clean
     `source_latents` and the prompt `context` (B, L, D); `negative_context` drives guidance.
@@ -203,6 +221,7 @@ def sample(
     same start on every device. Both streams take the same scheduler steps and the same guidance.
     `windows` (edit/windows.py): a clip longer than the model's window is denoised as one trajectory whose
     velocity blends the windows'; with one window (or None) this is the plain loop, bit for bit.
+    `batch_guidance`: the guidance branches in one forward where their shapes allow (Guided).
     """
     cfg.validate()
     device, dtype = model.device, model.dtype
@@ -227,7 +246,7 @@ def sample(
         negative_context = negative_context.to(device, dtype)
     if source_latents is not None:
         source_latents = source_latents.to(device, dtype)
-    guided = Guided(model, cfg, negative_context is not None and (cfg.dual or cfg.guidance != 1.0))
+    guided = Guided(model, cfg, negative_context is not None and (cfg.dual or cfg.guidance != 1.0), batch_guidance)
     timesteps = video_sched.timesteps
     t_dtype = dtype if cfg.timestep_dtype == "model" else torch.float32
     for i in range(len(timesteps)):
