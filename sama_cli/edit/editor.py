@@ -53,6 +53,7 @@ class EditSettings:
     semantic_windows: str = "shared"  # shared | per-window: one semantic anchor for the clip, or one per window
     window_batch: int = 1  # windows through the model at once (peak memory grows with it)
     batch_guidance: bool = True  # the guidance branches in one forward (exact; --no-batch-cfg saves memory)
+    cache: str | None = None  # a step cache, `fbc[:threshold]` or `taylorseer[:interval]` (edit/speed.py)
     size: tuple[int, int] | None = None  # explicit (height, width)
     bucket: bool = True  # the release's ~480x832 bucket; False: native size when it fits (as encode --native)
     area: int = 480 * 832
@@ -75,6 +76,10 @@ class EditSettings:
                               f"not {self.semantic_windows!r}")
         if self.output_size not in OUTPUT_SIZES:
             raise ConfigError(f"--output-size must be one of {OUTPUT_SIZES}, not {self.output_size!r}")
+        if self.cache is not None:
+            from sama_cli.edit.speed import CacheSpec
+
+            CacheSpec.parse(self.cache)
         if self.resize not in ("crop", "letterbox", "stretch"):
             raise ConfigError(f"resize must be crop, letterbox or stretch, not {self.resize!r}")
         if self.size is not None and (self.size[0] % self.multiple or self.size[1] % self.multiple):
@@ -134,6 +139,7 @@ class EditRequest:
     semantic_windows: str = EditSettings.semantic_windows
     window_batch: int = EditSettings.window_batch
     batch_guidance: bool = EditSettings.batch_guidance
+    cache: str | None = None
     output_size: str = EditSettings.output_size
     resize: str = EditSettings.resize
     anchor_frames: int | None = None
@@ -155,7 +161,7 @@ class EditRequest:
                                 window=_first(self.window, model.window_frames, RELEASE_MAX_FRAMES),
                                 overlap=self.overlap, semantic_windows=self.semantic_windows,
                                 window_batch=self.window_batch, output_size=self.output_size,
-                                batch_guidance=self.batch_guidance,
+                                batch_guidance=self.batch_guidance, cache=self.cache,
                                 bucket=self.bucket is not False, resize=self.resize, anchor_frames=self.anchor_frames)
         return sampling, settings
 
@@ -179,6 +185,9 @@ class EditReport:
     windows: int = 1  # windows the clip was denoised in (edit/windows.py)
     frames_left_out: int = 0  # source frames after --max-frames, not edited
     output_size: tuple[int, int] | None = None  # (height, width) written: the working size or the source's
+    forwards: int = 0  # DiT calls (batched guidance branches count once)
+    cache: str | None = None  # the step cache used, e.g. fbc:0.05
+    blocks_skipped: float = 0.0  # fraction of the blocks' self-attention evaluations a step cache served
 
     @property
     def seconds_per_step(self) -> float:
@@ -210,7 +219,7 @@ class Editor:
 
     def __init__(self, model: SamaTransformer, codec, text_encoder, *, device: torch.device,
                  offload: bool = False, text_device: torch.device | None = None,
-                 defaults: ModelDefaults | None = None):
+                 defaults: ModelDefaults | None = None, dit_resident: bool = False):
         self.model = model.eval()
         self.codec = codec
         self.text_encoder = text_encoder
@@ -218,6 +227,8 @@ class Editor:
         self.offload = offload
         self.text_device = torch.device(text_device) if text_device is not None else self.device
         self.defaults = defaults or ModelDefaults()
+        self._cache: tuple[str, int] | None = None  # (cache spec, steps) on the model now
+        self.dit_resident = dit_resident  # the DiT places its own blocks (group offloading): never moved
 
     @property
     def working_size(self) -> tuple[int, int] | None:
@@ -227,7 +238,7 @@ class Editor:
     @contextlib.contextmanager
     def _stage(self, part: Any, device: torch.device) -> Iterator[None]:
         """Move `part` to `device` for the block; back to the CPU after it when offloading."""
-        if self.offload and hasattr(part, "to"):
+        if self.offload and hasattr(part, "to") and not (self.dit_resident and part is self.model):
             part.to(device)
             try:
                 yield
@@ -288,10 +299,15 @@ class Editor:
             sampling = dataclasses.replace(
                 sampling, semantic_tokens=self.model.config.semantic_tokens_per_frame * settings.anchor_frames)
         plan = self.window_plan(source.shape[2], settings)
+        counter = self._use_cache(settings.cache, sampling.steps)
         t0 = time.perf_counter()
-        with self._stage(self.model, self.device), torch.no_grad():
-            result = sample(self.model, tuple(source.shape), context, negative, source, sampling, on_step=on_step,
-                            windows=plan, batch_guidance=settings.batch_guidance)
+        try:
+            with self._stage(self.model, self.device), torch.no_grad():
+                result = sample(self.model, tuple(source.shape), context, negative, source, sampling,
+                                on_step=on_step, windows=plan, batch_guidance=settings.batch_guidance)
+        finally:
+            if counter is not None:
+                counter.close()
         seconds["denoise"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -301,8 +317,22 @@ class Editor:
         out = decoded[0, :, :n].clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(1, 2, 3, 0).cpu()
         report = EditReport(frames=n, fps=0.0, size=(frames_thwc.shape[1], frames_thwc.shape[2]),
                             padded_frames=n_pad, steps=sampling.steps, seconds=seconds,
-                            peak_memory_mb=_peak_memory_mb(self.device), windows=len(plan.spans))
+                            peak_memory_mb=_peak_memory_mb(self.device), windows=len(plan.spans),
+                            forwards=result.forwards, cache=self._cache[0] if self._cache else None,
+                            blocks_skipped=counter.skipped(result.forwards) if counter is not None else 0.0)
         return out.contiguous(), report
+
+    def _use_cache(self, cache: str | None, steps: int):
+        """Put the step cache `cache` asks for on the model (or take it off), when it is not there already;
+        with one, an EvalCounter of the block evaluations that ran."""
+        from sama_cli.edit.speed import CacheSpec, EvalCounter, enable_cache
+
+        spec = None if cache is None else CacheSpec.parse(cache)
+        key = None if spec is None else (str(spec), steps)
+        if key != self._cache:
+            enable_cache(self.model, spec, steps)
+            self._cache = key
+        return None if spec is None else EvalCounter(self.model)
 
 
 def working_size(height: int, width: int, settings: EditSettings) -> tuple[int, int]:

@@ -49,15 +49,28 @@ def default_model() -> str | None:
     return str(path) if (path / "config.json").is_file() else None
 
 
+OFFLOADS = ("none", "model", "group")
+
+
 def load_editor(model: str | None = None, base: str | None = None, vae: str | None = None,
-                text_encoder: str | None = None, *, device: str = "auto", dtype: str = "auto", offload: bool = False,
-                text_encoder_cpu: bool = False, tiling: bool = False) -> Editor:
+                text_encoder: str | None = None, *, device: str = "auto", dtype: str = "auto",
+                offload: bool | str = False, text_encoder_cpu: bool = False, tiling: bool = False,
+                fp8: bool = False, compile_blocks: bool = False) -> Editor:
+    """The editor for these specs on `device` in `dtype` (auto: bf16 on GPU, fp32 on CPU).
+
+    offload: "model" (or True) keeps text encoder, DiT and VAE on the CPU, each moved to the device for its
+    stage; "group" does that for the text encoder and VAE and streams the DiT's blocks one at a time
+    (edit/speed.py). fp8: the DiT's weights stored in float8_e4m3fn, computed in `dtype`. compile_blocks:
+    torch.compile on each DiT block."""
     from sama_cli.core.console import info
     from sama_cli.edit.editor import Editor, ModelDefaults
     from sama_cli.model.text_encoder import load_text_encoder
     from sama_cli.model.vae import load_codec
     from sama_cli.model.weights import is_checkpoint, load_checkpoint, load_model
 
+    offload = {True: "model", False: "none"}.get(offload, offload)  # type: ignore[arg-type]
+    if offload not in OFFLOADS:
+        raise ConfigError(f"--offload must be one of {', '.join(OFFLOADS)}, not {offload!r}")
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     if model is None and base is None:
@@ -66,7 +79,7 @@ def load_editor(model: str | None = None, base: str | None = None, vae: str | No
             raise ConfigError(NO_MODEL_HELP)
         info("using the embedded toy-world model: it edits 32x32 toy scenes (`sama synth`) and nothing else. For real "
              "videos: --model <SAMA release weights> --base <Wan2.1-T2V-14B folder> (see README)")
-    home = "cpu" if offload else dev
+    home = "cpu" if offload != "none" else dev
     meta: dict = {}
     folder = None
     if model is not None and is_checkpoint(model):
@@ -82,12 +95,20 @@ def load_editor(model: str | None = None, base: str | None = None, vae: str | No
     te_spec = text_encoder or _resolve_spec(meta.get("text_encoder"), folder) or base
     if vae_spec is None or te_spec is None:
         raise ConfigError("this model records no VAE/text encoder: pass --vae and --text-encoder, or --base")
+    from sama_cli.edit import speed
+
+    if fp8:
+        speed.store_fp8(dit, dt)
+    if offload == "group":
+        speed.offload_blocks(dit, dev)
+    if compile_blocks:
+        speed.compile_blocks(dit)
     codec = load_codec(vae_spec, device=home, dtype=torch.float32 if dev.type == "cpu" else dt, tiling=tiling)
     text_device = torch.device("cpu") if text_encoder_cpu else dev
-    te = load_text_encoder(te_spec, device="cpu" if (offload or text_encoder_cpu) else dev,
+    te = load_text_encoder(te_spec, device="cpu" if (offload != "none" or text_encoder_cpu) else dev,
                            dtype=torch.float32 if text_device.type == "cpu" else dt)
     if codec.latent_channels != dit.config.in_channels:
         raise WeightsError(f"the model expects {dit.config.in_channels} latent channels but the VAE {vae_spec!r} "
                            f"gives {codec.latent_channels}: model and VAE do not belong together")
-    return Editor(dit, codec, te, device=dev, offload=offload, text_device=text_device,
-                  defaults=ModelDefaults.from_meta(meta))
+    return Editor(dit, codec, te, device=dev, offload=offload != "none", text_device=text_device,
+                  defaults=ModelDefaults.from_meta(meta), dit_resident=offload == "group")

@@ -9,6 +9,7 @@ Schedulers:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -110,6 +111,7 @@ def make_scheduler(cfg: SamplingConfig, template=None):
 class SampleResult:
     latents: torch.Tensor  # (B, C, T, H, W) normalized latents, fp32
     semantic: torch.Tensor | None  # (B, N, S) denoised semantic features, fp32
+    forwards: int = 0  # model calls (a batched call of several guidance branches or windows counts once)
 
 
 class Guided:
@@ -121,18 +123,25 @@ class Guided:
     def __init__(self, model: SamaTransformer, cfg: SamplingConfig, use_cfg: bool, batch: bool = True):
         self.model, self.cfg, self.use_cfg, self.batch, self.dtype = model, cfg, use_cfg, batch, model.dtype
         self.forwards = 0  # model calls so far (a batched call counts once)
+        # step caches (edit/speed.py) keep one state per call site: guidance branch(es) and window group
+        self.cached = bool(getattr(getattr(model, "backbone", None), "is_cache_enabled", False))
+        self.step, self.where = 0, ""
 
-    def run(self, ctx, src, x, t, s):
+    def run(self, ctx, src, x, t, s, name: str = "cond"):
         self.forwards += 1
-        out = self.model(x.to(self.dtype), t, ctx, source_latents=src,
-                         semantic_latents=None if s is None else s.to(self.dtype))
+        site = (self.model.backbone.cache_context(self.where + name, step_index=self.step,
+                                                  num_inference_steps=self.cfg.steps)
+                if self.cached else contextlib.nullcontext())
+        with site:
+            out = self.model(x.to(self.dtype), t, ctx, source_latents=src,
+                             semantic_latents=None if s is None else s.to(self.dtype))
         return out.video.float(), None if out.semantic is None else out.semantic.float()
 
-    def branches(self, branches: list[tuple[torch.Tensor, torch.Tensor | None]], x, t, s):
+    def branches(self, branches: list[tuple[torch.Tensor, torch.Tensor | None]], names: list[str], x, t, s):
         """[(context, source)] -> [(video velocity, semantic velocity)], one forward per group of branches
         with the same sequence shapes when batching, else one per branch."""
         if not self.batch:
-            return [self.run(c, src, x, t, s) for c, src in branches]
+            return [self.run(c, src, x, t, s, name) for (c, src), name in zip(branches, names, strict=True)]
         if getattr(self.model.config, "source_mode", "token") == "channel":  # no source is a zero source on the channels: batchable
             branches = [(c, torch.zeros_like(x) if src is None else src) for c, src in branches]
         groups: dict[tuple, list[int]] = {}
@@ -143,7 +152,7 @@ class Guided:
             n, src = len(idx), branches[idx[0]][1]
             v, sem = self.run(torch.cat([branches[i][0] for i in idx]),
                               None if src is None else torch.cat([branches[i][1] for i in idx]),
-                              _repeat(x, n), _repeat(t, n), _repeat(s, n))
+                              _repeat(x, n), _repeat(t, n), _repeat(s, n), "+".join(names[i] for i in idx))
             vs, ss = v.chunk(n), (sem.chunk(n) if sem is not None else [None] * n)
             for j, i in enumerate(idx):
                 out[i] = (vs[j], ss[j])
@@ -155,11 +164,12 @@ class Guided:
             return self.run(pos, src, x, t, s)
         if cfg.dual:
             # v(I,T): source + prompt; v(0,T): prompt only; v(I,0): source + negative prompt
-            (v_it, s_it), (v_0t, s_0t), (v_i0, s_i0) = self.branches([(pos, src), (pos, None), (neg, src)], x, t, s)
+            (v_it, s_it), (v_0t, s_0t), (v_i0, s_i0) = self.branches([(pos, src), (pos, None), (neg, src)],
+                                                                       ["it", "0t", "i0"], x, t, s)
             s_i, s_t = cfg.source_guidance or 0.0, cfg.text_guidance or 0.0
             return (dual_cfg_combine(v_it, v_0t, v_i0, s_i, s_t),
                     None if s_it is None else dual_cfg_combine(s_it, s_0t, s_i0, s_i, s_t))
-        (v_pos, s_pos), (v_neg, s_neg) = self.branches([(pos, src), (neg, src)], x, t, s)
+        (v_pos, s_pos), (v_neg, s_neg) = self.branches([(pos, src), (neg, src)], ["cond", "uncond"], x, t, s)
         return (cfg_combine(v_pos, v_neg, cfg.guidance),
                 None if s_pos is None else cfg_combine(s_pos, s_neg, cfg.guidance))
 
@@ -181,7 +191,8 @@ def blended_velocity(guided: Guided, plan: WindowPlan, latents: torch.Tensor, st
     b, n = latents.shape[0], len(plan.spans)
     v = torch.zeros_like(latents)
     vs: list[torch.Tensor | None] = [None] * len(states)
-    for group in plan.groups():
+    for g, group in enumerate(plan.groups()):
+        guided.where = f"w{g}/"  # a step cache's state per window group
         spans = [plan.spans[k] for k in group]
         sem = torch.cat([states[k if len(states) > 1 else 0] for k in group]) if states else None
         m = len(group)
@@ -247,10 +258,13 @@ def sample(
     if source_latents is not None:
         source_latents = source_latents.to(device, dtype)
     guided = Guided(model, cfg, negative_context is not None and (cfg.dual or cfg.guidance != 1.0), batch_guidance)
+    if guided.cached:  # a step cache starts every edit empty
+        model.backbone._reset_stateful_cache()
     timesteps = video_sched.timesteps
     t_dtype = dtype if cfg.timestep_dtype == "model" else torch.float32
     for i in range(len(timesteps)):
         t = round_timestep(timesteps[i], t_dtype).to(device).expand(b)
+        guided.step = i
         if windowed:
             v, vs = blended_velocity(guided, windows, latents, states, context, negative_context, source_latents, t)
         else:
@@ -265,4 +279,4 @@ def sample(
     semantic = None
     if states:
         semantic = states[0] if len(states) == 1 else torch.stack(states).mean(0)
-    return SampleResult(latents=latents, semantic=semantic)
+    return SampleResult(latents=latents, semantic=semantic, forwards=guided.forwards)
