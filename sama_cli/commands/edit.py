@@ -26,7 +26,9 @@ def _parse_size(size: str | None) -> tuple[int, int] | None:
     return h, w
 
 
-def _check_inputs(src: Path | None, instruction: str | None, out: Path, manifest: Path | None) -> None:
+def _check_inputs(src: Path | None, instruction: str | None, out: Path | None, manifest: Path | None) -> None:
+    if out is None:
+        raise ConfigError("-o/--out is required: the output .mp4 (or folder with --manifest)")
     if manifest is None and (src is None or instruction is None):
         raise ConfigError("give IN and INSTRUCTION, or --manifest FILE for batch mode")
     if manifest is not None and src is not None:
@@ -40,7 +42,8 @@ def _check_inputs(src: Path | None, instruction: str | None, out: Path, manifest
 def edit(
     src: Path | None = typer.Argument(None, help="Source video (MP4/MOV/MKV/WebM/GIF) or image.", show_default=False),
     instruction: str | None = typer.Argument(None, help='The edit, e.g. "make it winter".', show_default=False),
-    out: Path = typer.Option(..., "-o", "--out", help="Output MP4 (single edit) or folder (--manifest)."),
+    out: Path | None = typer.Option(None, "-o", "--out", help="Output MP4 (single edit) or folder (--manifest).",
+                                    show_default=False),
     manifest: Path | None = typer.Option(None, "--manifest", help="Batch mode: a manifest of edit rows (sama "
                                          "JSONL: id, source, instruction; or DiffSynth metadata .csv/.json/.jsonl: "
                                          "video, source_video, prompt); writes OUT/<id>.mp4, skipping finished ones."),
@@ -104,25 +107,47 @@ def edit(
     batch_cfg: bool = typer.Option(True, "--batch-cfg/--no-batch-cfg", help="Run the guidance branches as one "
                                    "batch (same edit within float rounding, faster); --no-batch-cfg: one forward "
                                    "per branch, less activation memory."),
-    offload: bool = typer.Option(False, "--offload", help="Keep each model on the CPU until its stage runs."),
+    cache: str | None = typer.Option(None, "--cache", metavar="NAME[:VALUE]", help="Step cache (diffusers hooks): "
+                                     "fbc[:threshold] (First Block Cache: skip the other blocks while the first "
+                                     "one's output barely changes) or taylorseer[:interval] (full forwards every "
+                                     "interval steps, Taylor predictions between). Faster, not exact: see "
+                                     "docs/caches.md for the accuracy each costs on the toy world."),
+    offload: str = typer.Option("none", "--offload", metavar="none|model|group", help="model: keep text encoder, DiT "
+                                "and VAE on the CPU, each moved to the GPU for its stage; group: the same for text "
+                                "encoder and VAE, and the DiT's blocks streamed to the GPU one at a time."),
+    fp8: bool = typer.Option(False, "--fp8", help="Store the DiT's weights in float8 (half of bf16), computing in "
+                             "--dtype: small error (docs/bench.md), half the weight memory."),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile each DiT block (same edit; the first "
+                                  "edit pays the compile time)."),
     text_encoder_cpu: bool = typer.Option(False, "--text-encoder-cpu", help="Run the text encoder on the CPU."),
     tiling: bool = typer.Option(False, "--tiling", help="VAE tiling for large frames."),
+    plan: bool = typer.Option(False, "--plan", help="Read no weights and edit nothing: print the tokens, FLOPs and "
+                              "peak GPU memory per stage this edit would take (IN may be a clip, or give "
+                              "--plan-frames/--size; --model may be a preset such as wan2.1-t2v-14b)."),
+    plan_frames: int | None = typer.Option(None, "--plan-frames", help="--plan without a clip: its frame count."),
+    gpu_memory: float | None = typer.Option(None, "--gpu-memory", metavar="GB", help="--plan: say whether the edit "
+                                            "fits a GPU of this many GB."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
     """Edit a video with an instruction: `sama edit in.mp4 "make it winter" -o out.mp4`."""
     from sama_cli.edit.editor import EditRequest, edit_batch, edit_single, manifest_rows
     from sama_cli.edit.loading import load_editor
 
-    _check_inputs(src, instruction, out, manifest)
+    if not plan:
+        _check_inputs(src, instruction, out, manifest)
     request = EditRequest(steps=steps, guidance=guidance, shift=shift, size=_parse_size(size), bucket=bucket,
                           source_guidance=source_guidance, text_guidance=text_guidance, scheduler=scheduler,
                           timestep_dtype=timestep_dtype,
                           seed=seed, prompt_prefix=prompt_prefix, negative_prompt=negative_prompt,
                           null_negative=null_negative, max_frames=max_frames, resize=resize, anchor_frames=anchors,
                           window=window, overlap=overlap, window_batch=window_batch, semantic_windows=semantic_windows,
-                          batch_guidance=batch_cfg,
+                          batch_guidance=batch_cfg, cache=cache,
                           output_size=output_size)
     request.validate()  # before the model: loading one can take minutes
+    if plan:
+        _plan(src, plan_frames, model, base, request, dtype=dtype, fp8=fp8, offload=offload, tiling=tiling,
+              gpu_memory=gpu_memory, as_json=as_json)
+        return
     if base_path is not None and manifest is None:
         raise ConfigError("--base-path goes with --manifest")
     if kind is not None and manifest is None:
@@ -130,7 +155,8 @@ def edit(
     rows, bad_rows = (manifest_rows(manifest, split, limit, base_path=base_path, kind=kind)
                       if manifest is not None else (None, []))
     editor = load_editor(model=model, base=base, vae=vae, text_encoder=text_encoder, device=device, dtype=dtype,
-                         offload=offload, text_encoder_cpu=text_encoder_cpu, tiling=tiling)
+                         offload=offload, text_encoder_cpu=text_encoder_cpu, tiling=tiling, fp8=fp8,
+                         compile_blocks=compile_)
     sampling, settings = request.resolve(editor.defaults)  # flags, else what the checkpoint records, else release
     if rows is None:
         report = edit_single(editor, src, instruction, out, sampling, settings, audio=not no_audio,
@@ -150,17 +176,64 @@ def edit(
         raise typer.Exit(EXIT_FAILED)
 
 
+def _plan(src: Path | None, frames: int | None, model: str | None, base: str | None, request, *, dtype: str,
+          fp8: bool, offload: str, tiling: bool, gpu_memory: float | None, as_json: bool) -> None:
+    """`sama edit --plan`: the clip's working size and frames as the editor would choose them, costed for
+    `model` on a GPU (bf16 unless --dtype says otherwise)."""
+    import torch
+
+    from sama_cli.edit.editor import working_size
+    from sama_cli.edit.plan import PlanRequest, make_plan, parts_for, plan_summary, plan_table
+    from sama_cli.io.video import probe
+
+    parts = parts_for(model, base)
+    sampling, settings = request.resolve()
+    if src is not None:
+        info_ = probe(src)
+        n, h, w = info_.frames, info_.height, info_.width
+    elif frames is not None and request.size is not None:
+        n, (h, w) = frames, request.size
+    else:
+        raise ConfigError("--plan needs a clip (IN), or --plan-frames N with --size HxW")
+    if settings.max_frames is not None:
+        n = min(n, settings.max_frames)
+    if parts.name == "toy" or parts.window_frames != 81:  # a model that knows one size works at it
+        size = request.size or (32, 32)
+    else:
+        size = working_size(h, w, settings)
+    dt = {"auto": torch.bfloat16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
+          "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}.get(dtype)
+    if dt is None:
+        raise ConfigError(f"--dtype {dtype!r}: give auto, bf16, fp16 or fp32")
+    branches = 3 if sampling.dual else (1 if sampling.guidance == 1.0 else 2)
+    req = PlanRequest(frames=n, height=size[0], width=size[1], steps=sampling.steps, branches=branches,
+                      batch_guidance=settings.batch_guidance, window=request.window, overlap=request.overlap,
+                      window_batch=settings.window_batch, dtype=dt, fp8=fp8, offload=offload, tiling=tiling,
+                      gpu_memory_gb=gpu_memory)
+    result = make_plan(parts, req)
+    err.print(plan_table(result))
+    err.print(plan_summary(result))
+    if as_json:
+        sys.stdout.write(json.dumps({"frames": n, "size": list(size), **result.as_dict()}) + "\n")
+    if result.fits is False:
+        raise typer.Exit(EXIT_FAILED)
+
+
 def _print_summary(done: list[dict], failed: list[dict], skipped: int) -> None:
     from rich.table import Table
 
     table = Table(title="sama edit", show_edge=False)
-    for col in ("output", "frames", "windows", "fps", "size", "s/step", "total s", "peak MB"):
+    cached = any(d.get("cache") for d in done)
+    for col in ("output", "frames", "windows", "fps", "size", "s/step", "total s", "peak MB") + (
+            ("cache", "blocks skipped") if cached else ()):
         table.add_column(col)
     for d in done:
         frames = str(d["frames"]) + (f" (+{d['frames_left_out']} left out)" if d.get("frames_left_out") else "")
+        cache = (d.get("cache") or "-", f"{d.get('blocks_skipped', 0.0):.0%}") if cached else ()
         table.add_row(Path(d["output"]).name, frames, str(d.get("windows", 1)), f"{d['fps']:g}",
                       "x".join(map(str, d["size"])),
-                      f"{d['seconds_per_step']:.3f}", f"{d['seconds'].get('total', 0):.1f}", f"{d['peak_memory_mb']:.0f}")
+                      f"{d['seconds_per_step']:.3f}", f"{d['seconds'].get('total', 0):.1f}", f"{d['peak_memory_mb']:.0f}",
+                      *cache)
     err.print(table)
     if skipped:
         info(f"skipped {skipped} finished outputs")
