@@ -1,0 +1,175 @@
+"""`make caches`: what the step caches of `sama edit --cache` cost in edit quality on the toy world (issue 17).
+
+For each seed, `sama synth` makes fresh clips (seeds other than the 0 the embedded model trained on, every
+edit kind in turn) and the embedded model edits each one uncached and with every cache setting. Per
+setting: the fraction of block evaluations the cache skipped (EditReport.blocks_skipped), the exact
+oracle's edit accuracy, and the PSNR of the cached edit to the uncached one. The default for each cache is
+the setting that skips the most while losing at most 0.01 edit accuracy (paired over the same clips,
+mean over seeds).
+
+    python -m sama_cli.toy.caches --out out/caches --doc docs/caches.md --seeds 1 2 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SETTINGS = ("fbc:0.02", "fbc:0.05", "fbc:0.1", "fbc:0.2", "fbc:0.4", "taylorseer:2", "taylorseer:3",
+            "taylorseer:4")
+MAX_LOSS = 0.01  # edit accuracy a default may cost
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR (dB) of two uint8 videos; 100 when they are equal."""
+    mse = float((a.double() - b.double()).pow(2).mean())
+    return 100.0 if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per setting over seeds: skipped fraction, edit accuracy, its paired loss against the uncached edit
+    of the same clips, PSNR to the uncached edit; and the default of each cache."""
+    seeds = sorted({r["seed"] for r in runs})
+    base = {r["seed"]: r for r in runs if r["setting"] == "none"}
+    out: dict[str, Any] = {"settings": {}, "seeds": seeds}
+    for setting in ["none", *sorted({r["setting"] for r in runs} - {"none"}, key=lambda s: (s.split(":")[0],
+                                                                                          float(s.split(":")[1])))]:
+        rs = [r for r in runs if r["setting"] == setting]
+        out["settings"][setting] = {
+            "skipped": mean_std([r["skipped"] for r in rs]),
+            "accuracy": mean_std([r["accuracy"] for r in rs]),
+            "loss": mean_std([base[r["seed"]]["accuracy"] - r["accuracy"] for r in rs]),
+            "psnr_to_uncached": mean_std([r["psnr"] for r in rs]),
+            "seconds": mean_std([r["seconds"] for r in rs]),
+        }
+    defaults = {}
+    for cache in sorted({s.split(":")[0] for s in out["settings"] if s != "none"}):
+        ok = [(v["skipped"][0], s) for s, v in out["settings"].items()
+              if s.startswith(cache + ":") and v["loss"][0] <= MAX_LOSS]
+        defaults[cache] = max(ok)[1] if ok else None
+    out["defaults"] = defaults
+    return out
+
+
+def render_doc(summary: dict[str, Any], meta: dict[str, Any]) -> str:
+    lines = [
+        "# Step caches on the toy world",
+        "",
+        f"Written by `make caches` (`{meta['command']}`, {meta['seconds'] / 60:.1f} min on {meta['threads']} CPU "
+        f"thread(s)). Model: {meta['model']} ({meta['model_note']}). {meta['clips']} fresh clips per seed "
+        f"(seeds {', '.join(map(str, summary['seeds']))}; every edit kind in turn), {meta['steps']} Euler steps, "
+        "guidance 1: one cache context a clip. Skipped: the fraction of the blocks' self-attention evaluations "
+        "a cache served instead of computing. Edit accuracy: the exact oracle's; its loss is paired with the "
+        "uncached edits of the same clips. PSNR: cached edit against the uncached one. Mean ± std over seeds.",
+        "",
+        "| setting | blocks skipped | edit accuracy | accuracy lost | PSNR to uncached (dB) | s an edit |",
+        "|---|---|---|---|---|---|",
+    ]
+    for setting, v in summary["settings"].items():
+        lines.append(f"| {setting if setting != 'none' else 'no cache'} | {v['skipped'][0]:.2f} ± {v['skipped'][1]:.2f} "
+                     f"| {v['accuracy'][0]:.3f} ± {v['accuracy'][1]:.3f} | {v['loss'][0]:+.3f} ± {v['loss'][1]:.3f} "
+                     f"| {v['psnr_to_uncached'][0]:.1f} ± {v['psnr_to_uncached'][1]:.1f} "
+                     f"| {v['seconds'][0]:.3f} |")
+    lines += ["", "**Defaults** (the most skipped at ≤ 0.01 accuracy lost): " + ", ".join(
+        f"`{c}` → `{d}`" if d else f"`{c}`: none of the settings tried stays within 0.01"
+        for c, d in summary["defaults"].items()) + ". `sama edit --cache fbc` and `--cache taylorseer` use "
+        "these values when none is given (edit/speed.py: CACHES).", "",
+        "Seconds are wall time per edit on this CPU; on a 14B model the blocks are nearly all of a step, so the "
+        "skipped fraction is the speed-up to expect there, while the toy model's steps are dominated by "
+        "fixed costs (text, codec, Python). A cache's error compounds with fewer, larger steps; these figures "
+        f"are for {meta['steps']} steps."]
+    return "\n".join(lines) + "\n"
+
+
+def _sama(*args: Any) -> None:
+    proc = subprocess.run([sys.executable, "-m", "sama_cli", *map(str, args)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"caches: sama {' '.join(map(str, args))} failed:\n{proc.stderr[-2000:]}")
+
+
+def run_seed(editor, seed: int, root: Path, clips: int, settings: tuple[str, ...]) -> list[dict[str, Any]]:
+    from sama_cli.edit.editor import EditRequest, manifest_rows
+    from sama_cli.io.video import read_video
+    from sama_cli.toy.world import load_scene_record, oracle_scores
+
+    folder = root / f"seed{seed}"
+    shutil.rmtree(folder, ignore_errors=True)
+    _sama("synth", folder / "toy", "--clips", clips, "--images", 0, "--t2v", 0, "--frames", 5, "--size", 32,
+          "--seed", seed, "--heldout-frac", 0)
+    rows, _ = manifest_rows(folder / "toy" / "manifest.jsonl")
+    runs, uncached = [], {}
+    for setting in ("none", *settings):
+        sampling, edit_settings = EditRequest(seed=seed, cache=None if setting == "none" else setting
+                                              ).resolve(editor.defaults)
+        accs, psnrs, skipped, t0 = [], [], [], time.perf_counter()
+        for row in rows:
+            frames = read_video(row["source"]).frames
+            pred, report = editor.edit_frames(frames, row["instruction"], sampling, edit_settings)
+            accs.append(oracle_scores(pred, load_scene_record(row["scene"]))["edit_accuracy"])
+            skipped.append(report.blocks_skipped)
+            if setting == "none":
+                uncached[row["id"]] = pred
+            psnrs.append(psnr(pred, uncached[row["id"]]))
+        runs.append({"seed": seed, "setting": setting, "accuracy": statistics.fmean(accs),
+                     "psnr": statistics.fmean(psnrs), "skipped": statistics.fmean(skipped),
+                     "seconds": (time.perf_counter() - t0) / len(rows), "steps": sampling.steps})
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("out/caches"))
+    p.add_argument("--doc", type=Path, default=Path("docs/caches.md"))
+    p.add_argument("--model", default=None, help="a sama checkpoint (default: the embedded toy model)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--clips", type=int, default=24, help="clips per seed (edit kinds in turn)")
+    p.add_argument("--settings", nargs="+", default=list(SETTINGS))
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+
+    from sama_cli.core.console import info
+    from sama_cli.edit.loading import default_model, load_editor
+    from sama_cli.edit.speed import CacheSpec
+    from sama_cli.io.artifacts import atomic_write_text
+
+    for s in args.settings:
+        CacheSpec.parse(s)  # a typo fails before any edit
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    model = Path(args.model or default_model() or "")
+    editor = load_editor(model=str(model), device="cpu")
+    runs = []
+    for seed in args.seeds:
+        info(f"caches: seed {seed}")
+        runs += run_seed(editor, seed, args.out, args.clips, tuple(args.settings))
+    summary = summarise(runs)
+    card = json.loads((model / "config.json").read_text()).get("meta", {}) if (model / "config.json").is_file() else {}
+    meta = {"command": "python -m sama_cli.toy.caches " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "seconds": time.perf_counter() - t0, "threads": args.threads, "model": str(model.name or model),
+            "model_note": f"recipe {card.get('recipe', '?')}, {card.get('steps', '?')} training steps",
+            "clips": args.clips, "steps": runs[0]["steps"]}
+    args.doc.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.doc, render_doc(summary, meta))
+    atomic_write_text(args.doc.with_suffix(".json"), json.dumps({"meta": meta, "summary": summary, "runs": runs},
+                                                                indent=1))
+    info(f"wrote {args.doc} in {meta['seconds'] / 60:.1f} min; defaults {summary['defaults']}")
+    return 0
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    raise SystemExit(main())

@@ -1,0 +1,40 @@
+"""`make caches` (issue 17): the summary over seeds and the default each cache gets, from runs written by
+hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from sama_cli.toy import caches
+
+
+def _run(seed, setting, acc, skipped=0.0, psnr=100.0):
+    return {"seed": seed, "setting": setting, "accuracy": acc, "skipped": skipped, "psnr": psnr, "seconds": 0.1,
+            "steps": 20}
+
+
+def test_defaults_are_the_most_skipped_setting_within_the_allowed_loss() -> None:
+    runs = [_run(1, "none", 0.90), _run(2, "none", 0.80),
+            # fbc:0.05 loses 0.005 on average, fbc:0.1 loses 0.02 (too much) though it skips more
+            _run(1, "fbc:0.05", 0.89, 0.3, 40.0), _run(2, "fbc:0.05", 0.80, 0.5, 42.0),
+            _run(1, "fbc:0.1", 0.88, 0.6), _run(2, "fbc:0.1", 0.78, 0.6),
+            _run(1, "taylorseer:2", 0.70, 0.3), _run(2, "taylorseer:2", 0.70, 0.3)]
+    s = caches.summarise(runs)
+    assert list(s["settings"]) == ["none", "fbc:0.05", "fbc:0.1", "taylorseer:2"]
+    assert s["settings"]["fbc:0.05"]["loss"][0] == pytest.approx(0.005)
+    assert s["settings"]["fbc:0.05"]["skipped"] == pytest.approx((0.4, 0.1414213), rel=1e-5)
+    assert s["settings"]["fbc:0.05"]["psnr_to_uncached"][0] == pytest.approx(41.0)
+    assert s["defaults"] == {"fbc": "fbc:0.05", "taylorseer": None}
+    doc = caches.render_doc(s, {"command": "x", "seconds": 60, "threads": 2, "model": "m", "model_note": "n",
+                                "clips": 2, "steps": 20})
+    assert "| fbc:0.05 | 0.40 ± 0.14 | 0.845 ± 0.064 | +0.005 ± 0.007 | 41.0 ± 1.4 | 0.100 |" in doc
+    assert "`fbc` → `fbc:0.05`" in doc and "`taylorseer`: none of the settings tried" in doc
+
+
+def test_psnr_by_hand() -> None:
+    import torch
+
+    a = torch.zeros(1, 2, 2, 3, dtype=torch.uint8)
+    b = a.clone()
+    b[0, 0, 0, 0] = 255  # one value in 12 off by 255: mse = 255^2 / 12 -> 10 log10(12)
+    assert caches.psnr(a, a) == 100.0 and caches.psnr(a, b) == pytest.approx(10.791812, rel=1e-6)
