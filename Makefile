@@ -19,7 +19,7 @@ unexport PYTHONDONTWRITEBYTECODE
 PYTEST_ARGS ?= -n 2
 
 .PHONY: help install test test-fast lint format bench demo clean demo-data demo-perturb demo-encode demo-anchor \
-        demo-stage0 demo-stage1 demo-edit demo-bench ablation toy-model toy-figures long-videos
+        demo-stage0 demo-stage1 demo-edit demo-bench ablation toy-model toy-figures long-videos caches
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -51,9 +51,9 @@ bench: $(STAMP)  ## speed and memory benchmarks, written to $(OUT)/bench/bench.m
 # -> train stage 1 -> edit the held-out clips -> bench toy. Outputs under $(DEMO)/.
 DEMO       ?= $(OUT)/demo
 DEMO_SEED  ?= 0
-DEMO_SYNTH ?= --clips 400 --images 200 --t2v 160 --frames 5 --size 32 --kind-weights recolour=2,replace=2,remove=2,add=2
+DEMO_SYNTH ?= --clips 400 --images 800 --t2v 160 --frames 5 --size 32 --kind-weights recolour=2,replace=2,remove=2,add=2
 # --lossless: the oracle scores the edited frames themselves (lossy H.264 is not bit-reproducible)
-DEMO_EDIT  ?= --split test,heldout --steps 20 --guidance 1 --shift 5 --side-by-side --lossless
+DEMO_EDIT  ?= --split test,heldout --kind video_edit --steps 20 --guidance 1 --shift 5 --side-by-side --lossless
 # 5-frame clips: the release's speed pretext trims 2x (5 -> 2 frames) down to 1 frame; padding keeps motion
 DEMO_MIX   ?= --fit pad
 S0_ARGS    ?=
@@ -108,11 +108,16 @@ LONG_ARGS ?= --seeds 1 2 3 --clips 12 --frames 29
 long-videos: $(STAMP)  ## long toy clips edited whole in windows, scored frame by frame (~6 min on 2 cores) -> docs/long_videos.md
 	$(BIN)/python -m sama_cli.toy.long_clips --out $(OUT)/long_videos --doc docs/long_videos.md $(LONG_ARGS)
 
+# ---- step caches (issue 17): skipped block evaluations vs toy-oracle accuracy, per cache and setting -> docs/caches.md ----
+CACHES_ARGS ?= --seeds 1 2 3 --clips 24
+caches: $(STAMP)  ## sama edit --cache settings on fresh toy clips with the embedded model (~5 min) -> docs/caches.md
+	$(BIN)/python -m sama_cli.toy.caches --out $(OUT)/caches --doc docs/caches.md $(CACHES_ARGS)
+
 # ---- the embedded default model: the same pipeline as the demo, with more data and its own, longer recipes ---------
 # from scratch into $(TOYM)/, then stored in fp16 with its model card (per-kind scores) and the docs' stills
 TOYM       ?= $(OUT)/toy_model
-TOYM_SYNTH ?= --clips 1200 --images 1200 --t2v 400 --frames 5 --size 32 --kind-weights recolour=2,replace=2,remove=2,add=2
-toy-model: $(STAMP)  ## train the embedded default model from scratch (~75 min on 2 CPU cores) into sama_cli/assets/toy_model
+TOYM_SYNTH ?= --clips 2000 --images 3000 --t2v 500 --frames 5 --size 32 --kind-weights recolour=2,replace=2,remove=2,add=2
+toy-model: $(STAMP)  ## train the embedded default model from scratch (~110 min on 2 CPU cores) into sama_cli/assets/toy_model
 	$(MAKE) demo-bench DEMO=$(TOYM) DEMO_SYNTH="$(TOYM_SYNTH)" S0_RECIPE=recipes/toy_model_stage0.yaml \
 	    S1_RECIPE=recipes/toy_model_stage1.yaml
 	$(BIN)/python -m sama_cli.toy.embedded $(TOYM) sama_cli/assets/toy_model
