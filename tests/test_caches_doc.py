@@ -28,7 +28,7 @@ def test_defaults_are_the_most_skipped_setting_within_the_allowed_loss() -> None
     doc = caches.render_doc(s, {"command": "x", "seconds": 60, "threads": 2, "model": "m", "model_note": "n",
                                 "clips": 2, "steps": 20})
     assert "| fbc:0.05 | 0.40 ± 0.14 | 0.845 ± 0.064 | +0.005 ± 0.007 | 41.0 ± 1.4 | 0.100 |" in doc
-    assert "`fbc` → `fbc:0.05`" in doc and "`taylorseer`: none of the settings tried" in doc
+    assert "`fbc` → `fbc:0.05`," in doc and "`taylorseer`: none of the settings tried" in doc
 
 
 def test_psnr_by_hand() -> None:

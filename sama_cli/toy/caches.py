@@ -84,10 +84,17 @@ def render_doc(summary: dict[str, Any], meta: dict[str, Any]) -> str:
                      f"| {v['accuracy'][0]:.3f} ± {v['accuracy'][1]:.3f} | {v['loss'][0]:+.3f} ± {v['loss'][1]:.3f} "
                      f"| {v['psnr_to_uncached'][0]:.1f} ± {v['psnr_to_uncached'][1]:.1f} "
                      f"| {v['seconds'][0]:.3f} |")
-    lines += ["", "**Defaults** (the most skipped at ≤ 0.01 accuracy lost): " + ", ".join(
-        f"`{c}` → `{d}`" if d else f"`{c}`: none of the settings tried stays within 0.01"
-        for c, d in summary["defaults"].items()) + ". `sama edit --cache fbc` and `--cache taylorseer` use "
-        "these values when none is given (edit/speed.py: CACHES).", "",
+    tried = list(summary["settings"])
+
+    def default(cache: str, pick: str | None) -> str:
+        if pick is None:
+            return f"`{cache}`: none of the settings tried stays within 0.01"
+        last = [s for s in tried if s.startswith(cache + ":")][-1]
+        return f"`{cache}` → `{pick}`" + (" (the largest tried: a larger one may qualify too)" if pick == last else "")
+
+    lines += ["", "**Defaults** (the most skipped at ≤ 0.01 accuracy lost, mean over seeds): " + ", ".join(
+        default(c, d) for c, d in summary["defaults"].items()) + ". `sama edit --cache fbc` and "
+        "`--cache taylorseer` use these values when none is given (edit/speed.py: CACHES).", "",
         "Seconds are wall time per edit on this CPU; on a 14B model the blocks are nearly all of a step, so the "
         "skipped fraction is the speed-up to expect there, while the toy model's steps are dominated by "
         "fixed costs (text, codec, Python). A cache's error compounds with fewer, larger steps; these figures "
