@@ -91,7 +91,7 @@ demo-bench: demo-edit  ## demo step: score the held-out edits with the exact toy
 	$(SAMA) bench run toy --data $(DEMO)/toy $(BENCH_SPLITS) --edits $(DEMO)/edits_stage0 -o $(DEMO)/report_stage0
 	$(SAMA) bench run toy --data $(DEMO)/toy $(BENCH_SPLITS) --baseline source -o $(DEMO)/report_source
 
-demo: demo-bench  ## the whole pipeline on the toy world, ~8 min on 2 CPU cores; ends with a report
+demo: demo-bench  ## the whole pipeline on the toy world, ~14 min on 2 CPU cores; ends with a report
 	$(BIN)/python -m sama_cli.toy.demo $(DEMO)
 
 # ---- the ablation (docs/sama.md §8): baseline / +SA / +MA / +SA+MA over seeds at equal steps -> docs/ablation.md -----
