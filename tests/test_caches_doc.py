@@ -38,3 +38,13 @@ def test_psnr_by_hand() -> None:
     b = a.clone()
     b[0, 0, 0, 0] = 255  # one value in 12 off by 255: mse = 255^2 / 12 -> 10 log10(12)
     assert caches.psnr(a, a) == 100.0 and caches.psnr(a, b) == pytest.approx(10.791812, rel=1e-6)
+
+
+def test_a_study_writes_its_doc_and_record_side_by_side(tmp_path) -> None:
+    import json
+
+    from sama_cli.toy.study import model_note, write_study
+
+    record = write_study(tmp_path / "docs" / "x.md", "# x\n", {"meta": {"a": 1}})
+    assert (tmp_path / "docs" / "x.md").read_text() == "# x\n" and json.loads(record.read_text()) == {"meta": {"a": 1}}
+    assert model_note({"recipe": "r", "steps": 8}) == "recipe r, 8 training steps" and model_note({}) == "no model card"

@@ -12,18 +12,17 @@ mean over seeds).
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from sama_cli.toy.study import model_note, study_model, study_parser, synth_clips, write_study
 
 SETTINGS = ("fbc:0.02", "fbc:0.05", "fbc:0.1", "fbc:0.2", "fbc:0.4", "taylorseer:2", "taylorseer:3",
             "taylorseer:4")
@@ -102,12 +101,6 @@ def render_doc(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _sama(*args: Any) -> None:
-    proc = subprocess.run([sys.executable, "-m", "sama_cli", *map(str, args)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"caches: sama {' '.join(map(str, args))} failed:\n{proc.stderr[-2000:]}")
-
-
 def run_seed(editor, seed: int, root: Path, clips: int, settings: tuple[str, ...]) -> list[dict[str, Any]]:
     from sama_cli.edit.editor import EditRequest, manifest_rows
     from sama_cli.io.video import read_video
@@ -115,8 +108,7 @@ def run_seed(editor, seed: int, root: Path, clips: int, settings: tuple[str, ...
 
     folder = root / f"seed{seed}"
     shutil.rmtree(folder, ignore_errors=True)
-    _sama("synth", folder / "toy", "--clips", clips, "--images", 0, "--t2v", 0, "--frames", 5, "--size", 32,
-          "--seed", seed, "--heldout-frac", 0)
+    synth_clips(folder / "toy", seed, clips, frames=5)
     rows, _ = manifest_rows(folder / "toy" / "manifest.jsonl")
     runs, uncached = [], {}
     for setting in ("none", *settings):
@@ -138,41 +130,28 @@ def run_seed(editor, seed: int, root: Path, clips: int, settings: tuple[str, ...
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("out/caches"))
-    p.add_argument("--doc", type=Path, default=Path("docs/caches.md"))
-    p.add_argument("--model", default=None, help="a sama checkpoint (default: the embedded toy model)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--clips", type=int, default=24, help="clips per seed (edit kinds in turn)")
+    p = study_parser(__doc__, "caches", clips=24, threads=2)
     p.add_argument("--settings", nargs="+", default=list(SETTINGS))
-    p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
 
     from sama_cli.core.console import info
-    from sama_cli.edit.loading import default_model, load_editor
     from sama_cli.edit.speed import CacheSpec
-    from sama_cli.io.artifacts import atomic_write_text
 
     for s in args.settings:
         CacheSpec.parse(s)  # a typo fails before any edit
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    model = Path(args.model or default_model() or "")
-    editor = load_editor(model=str(model), device="cpu")
+    model, editor, card = study_model(args.model)
     runs = []
     for seed in args.seeds:
         info(f"caches: seed {seed}")
         runs += run_seed(editor, seed, args.out, args.clips, tuple(args.settings))
     summary = summarise(runs)
-    card = json.loads((model / "config.json").read_text()).get("meta", {}) if (model / "config.json").is_file() else {}
     meta = {"command": "python -m sama_cli.toy.caches " + " ".join(argv if argv is not None else sys.argv[1:]),
             "seconds": time.perf_counter() - t0, "threads": args.threads, "model": str(model.name or model),
-            "model_note": f"recipe {card.get('recipe', '?')}, {card.get('steps', '?')} training steps",
+            "model_note": model_note(card),
             "clips": args.clips, "steps": runs[0]["steps"]}
-    args.doc.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.doc, render_doc(summary, meta))
-    atomic_write_text(args.doc.with_suffix(".json"), json.dumps({"meta": meta, "summary": summary, "runs": runs},
-                                                                indent=1))
+    write_study(args.doc, render_doc(summary, meta), {"meta": meta, "summary": summary, "runs": runs})
     info(f"wrote {args.doc} in {meta['seconds'] / 60:.1f} min; defaults {summary['defaults']}")
     return 0
 

@@ -21,20 +21,19 @@ edit and of the true target (objects move), and the error between the two change
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
-import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from sama_cli.toy.study import model_note, study_model, study_parser, synth_clips, write_study
 
 ARMS = {"shared": "shared semantic tokens (default)", "per-window": "per-window semantic tokens",
         "cut": "reference: cut into pieces, each edited alone"}
@@ -353,13 +352,6 @@ def render_doc(summary: dict[str, Any], meta: dict[str, Any]) -> str:
 
 
 # ---- the run ---------------------------------------------------------------------------------------------------
-def _sama(*args: Any) -> None:
-    cmd = [sys.executable, "-m", "sama_cli", *map(str, args)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
-
-
 def _digest(model: Path) -> str:
     weights = model / "model.safetensors"
     return hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.is_file() else "?"
@@ -405,8 +397,7 @@ def run_seed(editor, seed: int, root: Path, clips: int, frames: int) -> list[dic
 
     folder = root / f"seed{seed}"
     shutil.rmtree(folder, ignore_errors=True)  # fresh: the model may have changed since the last run
-    _sama("synth", folder / "toy", "--clips", clips, "--images", 0, "--t2v", 0, "--frames", frames,
-          "--seed", seed, "--heldout-frac", 0)
+    synth_clips(folder / "toy", seed, clips, frames)
     rows, _ = manifest_rows(folder / "toy" / "manifest.jsonl")
     records = {row["id"]: {**load_scene_record(row["scene"]), "id": row["id"]} for row in rows}
     k = editor.codec.temporal_factor
@@ -434,44 +425,30 @@ def run_seed(editor, seed: int, root: Path, clips: int, frames: int) -> list[dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("out/long_videos"))
-    p.add_argument("--doc", type=Path, default=Path("docs/long_videos.md"))
-    p.add_argument("--model", default=None, help="a sama checkpoint (default: the embedded toy model)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--clips", type=int, default=12, help="clips per seed (edit kinds in turn)")
+    p = study_parser(__doc__, "long_videos", clips=12, threads=1)
     p.add_argument("--frames", type=int, default=29, help="frames per clip (4k+1)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1: leaves a core to other jobs)")
     args = p.parse_args(argv)
 
     from sama_cli.core.console import info
-    from sama_cli.edit.loading import default_model, load_editor
-    from sama_cli.io.artifacts import atomic_write_text
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    model = Path(args.model or default_model() or "")
-    editor = load_editor(model=str(model), device="cpu")
+    model, editor, card = study_model(args.model)
     runs = []
     for seed in args.seeds:
         info(f"long-videos: seed {seed}")
         runs += run_seed(editor, seed, args.out, args.clips, args.frames)
     summary = summarise(runs)
-    card = json.loads((model / "config.json").read_text()).get("meta", {}) if (model / "config.json").is_file() else {}
     first = runs[0]["clips"][0]
     meta = {"command": "python -m sama_cli.toy.long_clips " + " ".join(argv if argv is not None else sys.argv[1:]),
             "seconds": time.perf_counter() - t0, "threads": args.threads, "model": os.path.relpath(model),
             "model_sha": _digest(model),
-            "model_note": (f"recipe {card.get('recipe', '?')}, {card.get('steps', '?')} training steps" if card
-                           else "no model card"), "frames": args.frames, "clips": args.clips,
+            "model_note": model_note(card), "frames": args.frames, "clips": args.clips,
             "window": runs[0]["window"], "overlap": runs[0]["overlap"], "steps": runs[0]["steps"],
             "windows": runs[0]["windows"], "classes": first["classes"], "pairs": first["pairs"],
             "arm_seconds": {a: sum(r["seconds"] for r in runs if r["arm"] == a) for a in ARMS}}
-    args.doc.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.doc, render_doc(summary, meta))
-    atomic_write_text(args.doc.with_suffix(".json"), json.dumps({"meta": meta, "summary": summary, "runs": runs},
-                                                                indent=1))
-    info(f"wrote {args.doc} and {args.doc.with_suffix('.json')} in {meta['seconds'] / 60:.1f} min")
+    record = write_study(args.doc, render_doc(summary, meta), {"meta": meta, "summary": summary, "runs": runs})
+    info(f"wrote {args.doc} and {record} in {meta['seconds'] / 60:.1f} min")
     return 0
 
 
