@@ -277,4 +277,6 @@ def test_recipes_carry_the_new_keys_and_say_where_each_setting_comes_from(name: 
                                                                                                      None, -1)
         assert r.train.ema_decay == 0.9998 and r.train.precision == "bf16"
     else:
-        assert r.data.batch_order == "by_rows" and r.data.image_ratio == 0.3 and r.train.loss_weighting == "release"
+        # stage 1 spends half its steps on image edits (object edits are learned there, 5x cheaper than clips)
+        assert r.data.batch_order == "by_rows" and r.data.image_ratio == (0.5 if r.stage == 1 else 0.3)
+        assert r.train.loss_weighting == "release"
