@@ -255,7 +255,7 @@ def test_null_negative_guides_against_an_all_zero_context(kit, tmp_path: Path, m
     text context (what data.drop_text trains on), not the encoded negative prompt; the prompt half is
     unchanged."""
     forwards = forwards_seen(monkeypatch)
-    flags = ["--model", kit["ckpt"], *FAST, "--guidance", "3"]
+    flags = ["--model", kit["ckpt"], *FAST, "--guidance", "3", "--batch-cfg"]
     cli(CLIP, "remove the cup", "-o", tmp_path / "null.mp4", *flags, "--null-negative")
     null, forwards[:] = [c for _, c in forwards], []
     cli(CLIP, "remove the cup", "-o", tmp_path / "prompt.mp4", *flags)
@@ -284,7 +284,7 @@ def test_what_the_checkpoint_records_is_used_unless_an_option_is_given(kit, tmp_
     summary = cli(CLIP, "remove the cup", "-o", tmp_path / "b.mp4", *quick, "--steps", "2", "--size", "64x32",
                   "--guidance", "4")
     assert summary["steps"] == 2 and summary["size"] == [64, 32]
-    assert [c.shape[0] for _, c in forwards] == [2, 2]
+    assert [c.shape[0] for _, c in forwards] == [1, 1, 1, 1]  # 2 steps x 2 branches: unbatched on the CPU
 
 
 def test_resolve_takes_the_option_else_the_record_else_the_release() -> None:
@@ -351,7 +351,8 @@ def test_timestep_dtype_reaches_the_sampler(kit, tmp_path: Path, monkeypatch, fl
     """Two steps at shift 5: sigmas 1 and 5*0.5/(1+4*0.5) = 5/6, timesteps 1000 and 833.33. A bf16 model sees
     the bf16 rounding of 833.33 (spacing 4 in [512, 1024): 832) unless told fp32, as the release casts."""
     seen = forwards_seen(monkeypatch)
-    cli(CLIP, "remove the cup", "-o", tmp_path / "t.mp4", "--model", kit["ckpt"], "--dtype", "bf16", *FAST, *flag)
+    cli(CLIP, "remove the cup", "-o", tmp_path / "t.mp4", "--model", kit["ckpt"], "--dtype", "bf16", *FAST, *flag,
+        "--batch-cfg")  # one forward a step
     assert [float(t[0]) for t, _ in seen] == pytest.approx([1000.0, second], abs=1e-3)
 
 

@@ -151,7 +151,7 @@ def test_edit_flags_reach_the_model_and_the_summary(tiny_edit_checkpoint, tmp_pa
     clip = write_clip_with_audio(tmp_path / "clip.mp4", frames=5)
     out = tmp_path / "out.mp4"
     res = _sama("edit", clip, "make it red", "-o", out, "--model", tiny_edit_checkpoint, "--size", "32x32", "--steps", "3",
-                "--guidance", "4", "--cache", "fbc:1e9", "--offload", "group", "--fp8", "--json")
+                "--guidance", "4", "--cache", "fbc:1e9", "--offload", "group", "--fp8", "--batch-cfg", "--json")
     assert res.returncode == 0, res.stderr
     done = json.loads(res.stdout)
     assert done["cache"] == "fbc:1e+09" and done["forwards"] == 3
@@ -163,3 +163,16 @@ def test_edit_flags_reach_the_model_and_the_summary(tiny_edit_checkpoint, tmp_pa
         errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
         assert res.returncode == 2 and len(errors) == 1 and message in errors[0], res.stderr
         assert not (tmp_path / "bad.mp4").exists()
+
+
+def test_guidance_is_batched_by_default_on_gpus_only() -> None:
+    """make bench measured batching no faster on the CPU (dual guidance with source tokens: 0.9x), so the
+    default batches on a GPU only; either flag overrides it."""
+    from types import SimpleNamespace
+
+    from sama_cli.edit.editor import EditSettings, Editor
+
+    cpu, gpu = SimpleNamespace(device=torch.device("cpu")), SimpleNamespace(device=torch.device("cuda", 0))
+    assert Editor.batch_guidance(cpu, EditSettings()) is False and Editor.batch_guidance(gpu, EditSettings()) is True
+    assert Editor.batch_guidance(cpu, EditSettings(batch_guidance=True)) is True
+    assert Editor.batch_guidance(gpu, EditSettings(batch_guidance=False)) is False

@@ -104,9 +104,10 @@ def edit(
                                   "frames bit for bit, for scoring; larger files, not every player shows it."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
     dtype: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16."),
-    batch_cfg: bool = typer.Option(True, "--batch-cfg/--no-batch-cfg", help="Run the guidance branches as one "
-                                   "batch (same edit within float rounding, faster); --no-batch-cfg: one forward "
-                                   "per branch, less activation memory."),
+    batch_cfg: bool | None = typer.Option(None, "--batch-cfg/--no-batch-cfg", help="Run the guidance branches "
+                                          "as one batch (same edit within float rounding); --no-batch-cfg: one "
+                                          "forward per branch, less activation memory. Default: batched on a GPU, "
+                                          "not on the CPU (no faster there).", show_default=False),
     cache: str | None = typer.Option(None, "--cache", metavar="NAME[:VALUE]", help="Step cache (diffusers hooks): "
                                      "fbc[:threshold] (First Block Cache: skip the other blocks while the first "
                                      "one's output barely changes) or taylorseer[:interval] (full forwards every "
@@ -207,7 +208,8 @@ def _plan(src: Path | None, frames: int | None, model: str | None, base: str | N
         raise ConfigError(f"--dtype {dtype!r}: give auto, bf16, fp16 or fp32")
     branches = 3 if sampling.dual else (1 if sampling.guidance == 1.0 else 2)
     req = PlanRequest(frames=n, height=size[0], width=size[1], steps=sampling.steps, branches=branches,
-                      batch_guidance=settings.batch_guidance, window=request.window, overlap=request.overlap,
+                      batch_guidance=settings.batch_guidance is not False, window=request.window,
+                      overlap=request.overlap,
                       window_batch=settings.window_batch, dtype=dt, fp8=fp8, offload=offload, tiling=tiling,
                       gpu_memory_gb=gpu_memory)
     result = make_plan(parts, req)

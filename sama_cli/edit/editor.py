@@ -52,7 +52,9 @@ class EditSettings:
     overlap: int | None = None  # frames shared by neighbouring windows (None: about a third of the window)
     semantic_windows: str = "shared"  # shared | per-window: one semantic anchor for the clip, or one per window
     window_batch: int = 1  # windows through the model at once (peak memory grows with it)
-    batch_guidance: bool = True  # the guidance branches in one forward (exact; --no-batch-cfg saves memory)
+    # the guidance branches in one forward (same edit; --no-batch-cfg saves memory). None: on a GPU, where
+    # the bigger batch fills the device; not on the CPU, where it measured no faster (make bench)
+    batch_guidance: bool | None = None
     cache: str | None = None  # a step cache, `fbc[:threshold]` or `taylorseer[:interval]` (edit/speed.py)
     size: tuple[int, int] | None = None  # explicit (height, width)
     bucket: bool = True  # the release's ~480x832 bucket; False: native size when it fits (as encode --native)
@@ -138,7 +140,7 @@ class EditRequest:
     overlap: int | None = None
     semantic_windows: str = EditSettings.semantic_windows
     window_batch: int = EditSettings.window_batch
-    batch_guidance: bool = EditSettings.batch_guidance
+    batch_guidance: bool | None = None
     cache: str | None = None
     output_size: str = EditSettings.output_size
     resize: str = EditSettings.resize
@@ -304,7 +306,7 @@ class Editor:
         try:
             with self._stage(self.model, self.device), torch.no_grad():
                 result = sample(self.model, tuple(source.shape), context, negative, source, sampling,
-                                on_step=on_step, windows=plan, batch_guidance=settings.batch_guidance)
+                                on_step=on_step, windows=plan, batch_guidance=self.batch_guidance(settings))
         finally:
             if counter is not None:
                 counter.close()
@@ -321,6 +323,10 @@ class Editor:
                             forwards=result.forwards, cache=self._cache[0] if self._cache else None,
                             blocks_skipped=counter.skipped(result.forwards) if counter is not None else 0.0)
         return out.contiguous(), report
+
+    def batch_guidance(self, settings: EditSettings) -> bool:
+        """Whether the guidance branches share a forward: as asked, else on any device but the CPU."""
+        return settings.batch_guidance if settings.batch_guidance is not None else self.device.type != "cpu"
 
     def _use_cache(self, cache: str | None, steps: int):
         """Put the step cache `cache` asks for on the model (or take it off), when it is not there already;

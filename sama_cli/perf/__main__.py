@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         lambda: optional_rows("sama_cli.perf.train_speed", "train_rows", args.quick),
         lambda: optional_rows("sama_cli.perf.edit_speed", "edit_rows", args.quick),
         lambda: optional_rows("sama_cli.perf.long_edit_speed", "long_edit_rows", args.quick),
+        lambda: optional_rows("sama_cli.perf.fast_edit_speed", "fast_edit_rows", args.quick),
         lambda: optional_rows("sama_cli.perf.pretext_speed", "perturb_throughput_rows", args.quick),
         lambda: optional_rows("sama_cli.perf.judge_speed", "judge_throughput_rows", args.quick),
     ]
