@@ -170,7 +170,7 @@ def test_guidance_is_batched_by_default_on_gpus_only() -> None:
     default batches on a GPU only; either flag overrides it."""
     from types import SimpleNamespace
 
-    from sama_cli.edit.editor import EditSettings, Editor
+    from sama_cli.edit.editor import Editor, EditSettings
 
     cpu, gpu = SimpleNamespace(device=torch.device("cpu")), SimpleNamespace(device=torch.device("cuda", 0))
     assert Editor.batch_guidance(cpu, EditSettings()) is False and Editor.batch_guidance(gpu, EditSettings()) is True

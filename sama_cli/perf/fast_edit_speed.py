@@ -101,7 +101,7 @@ def cache_rows(quick: bool) -> list[dict]:
                 if keep is not None:
                     keep.append(report.blocks_skipped)
 
-        a, b = compare_seconds(lambda: run(plain), lambda: run(cached, skipped), 1 if quick else 3)
+        a, b = compare_seconds(lambda p=plain: run(p), lambda c=cached, k=skipped: run(c, k), 1 if quick else 3)
         from sama_cli.edit.speed import CacheSpec
 
         out.append({"area": "edit speed", "what": f"--cache {cache} (= {CacheSpec.parse(cache)}), embedded "
