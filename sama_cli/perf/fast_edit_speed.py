@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from sama_cli.perf.timing import compare_seconds, skipped_row
+from sama_cli.perf.timing import compare_seconds, run_sama, skipped_row
 
 SHAPE = (1, 16, 5, 16, 16)  # 5 latent frames of 16x16: 5 x 8 x 8 = 320 target tokens
 
@@ -76,14 +76,14 @@ def compile_rows(quick: bool) -> list[dict]:
 def cache_rows(quick: bool) -> list[dict]:
     from sama_cli.edit.editor import EditRequest
     from sama_cli.edit.loading import default_model, load_editor
-    from sama_cli.toy.study import synth_clips
 
     model = default_model()
     if model is None:
         return [skipped_row("edit speed", "--cache", "no embedded toy model")]
     editor = load_editor(model=model, device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
-        synth_clips(Path(tmp) / "toy", seed=7, clips=6, frames=5)
+        run_sama("synth", Path(tmp) / "toy", "--clips", 6, "--images", 0, "--t2v", 0, "--frames", 5, "--seed", 7,
+                 "--heldout-frac", 0)
         from sama_cli.edit.editor import manifest_rows
         from sama_cli.io.video import read_video
 

@@ -32,3 +32,11 @@ def compare_seconds(fn_a: Callable[[], object], fn_b: Callable[[], object], repe
 
 def skipped_row(area: str, what: str, why: str) -> dict:
     return {"area": area, "what": what, "value": f"not measured: {why}", "target": "-", "ok": False}
+
+
+def run_sama(*args: object) -> None:
+    """`python -m sama_cli ARGS` for a bench's data (synth, encode, anchor); raises when it fails."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "sama_cli", *map(str, args)], check=True, capture_output=True)

@@ -8,14 +8,12 @@ import tempfile
 from pathlib import Path
 
 from sama_cli.core.paths import RECIPES
-from sama_cli.perf.timing import skipped_row
+from sama_cli.perf.timing import run_sama, skipped_row
 
 
 def train_rows(quick: bool = False) -> list[dict]:
     """The toy stage-1 recipe (image + video edits; the demo's model, from scratch here) on a small toy
     world made by the same commands as `make demo`: time per step, samples/s, and where the time goes."""
-    import subprocess
-    import sys
 
     from sama_cli.train.loop import train
     from sama_cli.train.recipe import load_recipe
@@ -26,10 +24,7 @@ def train_rows(quick: bool = False) -> list[dict]:
     steps = 20 if quick else 80
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-
-        def sama(*args: object) -> None:
-            subprocess.run([sys.executable, "-m", "sama_cli", *map(str, args)], check=True, capture_output=True)
-
+        sama = run_sama
         sama("synth", t / "toy", "--clips", 48, "--images", 24, "--t2v", 0, "--frames", 5, "--size", 32)
         sama("encode", t / "toy" / "manifest.jsonl", "-o", t / "lat", "--vae", "pixel:s4", "--text-encoder", "tiny")
         sama("anchor", t / "lat" / "manifest.jsonl", "-o", t / "anc", "--grid", 2)
