@@ -74,10 +74,6 @@ def enable_cache(model: SamaTransformer, spec: CacheSpec | None, steps: int) -> 
         bb.enable_cache(spec.config(steps, model.dtype))
 
 
-def cache_enabled(model: SamaTransformer) -> bool:
-    return bool(getattr(model.backbone, "is_cache_enabled", False))
-
-
 class EvalCounter:
     """Counts the self-attention evaluations of the backbone's blocks (a forward hook on each block's
     `attn1.to_q`, which runs only when the block or its attention is computed, not when a cache
@@ -106,10 +102,6 @@ def store_fp8(model: SamaTransformer, compute_dtype: torch.dtype) -> None:
     each layer is cast up just before it runs and back after). Wan's skip list (patch embedding, condition
     embedder, norms) keeps those layers in `compute_dtype`."""
     model.backbone.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute_dtype)
-
-
-def parameter_bytes(module: torch.nn.Module) -> int:
-    return sum(p.numel() * p.element_size() for p in module.parameters())
 
 
 def offload_blocks(model: SamaTransformer, device: torch.device) -> None:
