@@ -88,9 +88,9 @@ def test_vae_decode_peak_within_20_percent_of_the_profiler() -> None:
     assert abs(planned - measured) / measured < 0.2, (planned, measured)
 
 
-def _plan(*flags):
+def _plan(*flags, model: str = "wan2.1-t2v-14b"):
     res = subprocess.run([sys.executable, "-m", "sama_cli", "edit", "--plan", "--plan-frames", "81", "--size",
-                          "480x832", "--model", "wan2.1-t2v-14b", "--json", *flags], capture_output=True, text=True,
+                          "480x832", "--model", model, "--json", *flags], capture_output=True, text=True,
                          timeout=300)
     return res, (json.loads(res.stdout) if res.stdout.strip() else None)
 
@@ -115,3 +115,24 @@ def test_the_14b_plan_by_hand() -> None:
     res, plan = _plan("--gpu-memory", "24", "--fp8", "--offload", "group", "--no-batch-cfg", "--tiling")
     assert res.returncode == 0 and plan["fits"] is True, res.stderr
     assert plan["stages"][1]["weights_bytes"] < dit["weights_bytes"] * 0.51
+
+
+def test_the_14b_plan_on_eight_ranks_by_hand() -> None:
+    """8 x 80 GB: guidance over 2 rank groups, the 65,585 tokens over 4 ranks each (40 heads / 4: Ulysses).
+    A rank runs one branch on ceil(65585 / 4) = 16,397 tokens: an eighth of the FLOPs, and DiT activations of
+    one sample of 16,397 tokens (the one-rank plan: a batch of 2 of 65,585)."""
+    res, one = _plan("--gpu-memory", "80")
+    res, plan = _plan("--gpu-memory", "80", "--plan-ranks", "8")
+    assert res.returncode == 0, res.stderr
+    assert plan["ranks"] == 8 and plan["layout"] == "guidance 2 x sequence 4 (ulysses)"
+    assert plan["flops_per_edit"] == one["flops_per_edit"]
+    assert plan["flops_per_rank_per_edit"] == pytest.approx(one["flops_per_edit"] / 8)
+    assert plan["batch_per_forward"] == 1
+    d, f = 5120, 13824
+    per_token = max(9.5 * d, 6 * d + 2 * f)  # the DiT rule of edit/plan.py's docstring
+    assert plan["stages"][1]["activation_bytes"] == int(16397 * per_token * 2)
+    assert one["stages"][1]["activation_bytes"] == int(2 * 65585 * per_token * 2)
+    assert plan["stages"][1]["weights_bytes"] == one["stages"][1]["weights_bytes"]  # each rank holds the DiT
+    # 12 heads (Wan 1.3B) do not split 8 ways: each rank also holds every key and value
+    res, small = _plan("--plan-ranks", "8", "--parallel", "sequence", model="wan2.1-t2v-1.3b")
+    assert small["layout"] == "sequence 8 (kv-gather)"

@@ -122,10 +122,17 @@ def edit(
                                   "edit pays the compile time)."),
     text_encoder_cpu: bool = typer.Option(False, "--text-encoder-cpu", help="Run the text encoder on the CPU."),
     tiling: bool = typer.Option(False, "--tiling", help="VAE tiling for large frames."),
+    parallel: str = typer.Option("auto", "--parallel", metavar="auto|sequence|guidance", help="Under torchrun "
+                                 "(N processes, one edit): guidance = the guidance branches on different ranks; "
+                                 "sequence = the token sequence split across ranks (Ulysses attention); auto = "
+                                 "guidance over 2 rank groups when the edit has guidance and N is even, the "
+                                 "sequence split within them."),
     plan: bool = typer.Option(False, "--plan", help="Read no weights and edit nothing: print the tokens, FLOPs and "
                               "peak GPU memory per stage this edit would take (IN may be a clip, or give "
                               "--plan-frames/--size; --model may be a preset such as wan2.1-t2v-14b)."),
     plan_frames: int | None = typer.Option(None, "--plan-frames", help="--plan without a clip: its frame count."),
+    plan_ranks: int = typer.Option(1, "--plan-ranks", help="--plan: for this many torchrun processes (with "
+                                   "--parallel); memory is then per rank."),
     gpu_memory: float | None = typer.Option(None, "--gpu-memory", metavar="GB", help="--plan: say whether the edit "
                                             "fits a GPU of this many GB."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
@@ -147,7 +154,7 @@ def edit(
     request.validate()  # before the model: loading one can take minutes
     if plan:
         _plan(src, plan_frames, model, base, request, dtype=dtype, fp8=fp8, offload=offload, tiling=tiling,
-              gpu_memory=gpu_memory, as_json=as_json)
+              gpu_memory=gpu_memory, as_json=as_json, ranks=plan_ranks, parallel=parallel)
         return
     if base_path is not None and manifest is None:
         raise ConfigError("--base-path goes with --manifest")
@@ -155,30 +162,58 @@ def edit(
         raise ConfigError("--kind goes with --manifest")
     rows, bad_rows = (manifest_rows(manifest, split, limit, base_path=base_path, kind=kind)
                       if manifest is not None else (None, []))
-    editor = load_editor(model=model, base=base, vae=vae, text_encoder=text_encoder, device=device, dtype=dtype,
+    dist = _join_ranks(device)
+    editor = load_editor(model=model, base=base, vae=vae, text_encoder=text_encoder,
+                         device=device if dist is None else str(dist.device), dtype=dtype,
                          offload=offload, text_encoder_cpu=text_encoder_cpu, tiling=tiling, fp8=fp8,
                          compile_blocks=compile_)
     sampling, settings = request.resolve(editor.defaults)  # flags, else what the checkpoint records, else release
-    if rows is None:
-        report = edit_single(editor, src, instruction, out, sampling, settings, audio=not no_audio,
-                             side_by_side=side_by_side, lossless=lossless)
-        summary = {"output": str(out), **report.as_dict()}
-        _print_summary([summary], [], 0)
-        if as_json:
-            sys.stdout.write(json.dumps(summary) + "\n")
-        return
-    batch = edit_batch(editor, rows, out, sampling, settings, audio=not no_audio, side_by_side=side_by_side,
-                       lossless=lossless)
+    if dist is not None:
+        from sama_cli.edit.parallel import ParallelEdit, choose_layout, guidance_branches
+
+        layout = choose_layout(dist.world, guidance_branches(sampling), editor.model.config.num_heads, parallel)
+        editor.set_parallel(ParallelEdit(layout, dist.rank))
+        info(f"{dist.world} ranks: {layout.describe()}")
+    try:
+        if rows is None:
+            report = edit_single(editor, src, instruction, out, sampling, settings, audio=not no_audio,
+                                 side_by_side=side_by_side, lossless=lossless)
+            summary = {"output": str(out), **report.as_dict()}
+            if editor.writes:
+                _print_summary([summary], [], 0)
+                if as_json:
+                    sys.stdout.write(json.dumps(summary) + "\n")
+            return
+        batch = edit_batch(editor, rows, out, sampling, settings, audio=not no_audio, side_by_side=side_by_side,
+                           lossless=lossless)
+    finally:
+        if dist is not None:
+            from sama_cli.core.distributed import teardown
+
+            teardown()
     batch.failed[:0] = bad_rows  # rows the manifest could not give (no video, missing file): failed, not fatal
-    _print_summary(batch.done, batch.failed, batch.skipped)
-    if as_json:
-        sys.stdout.write(json.dumps(batch.as_dict()) + "\n")
+    if editor.writes:
+        _print_summary(batch.done, batch.failed, batch.skipped)
+        if as_json:
+            sys.stdout.write(json.dumps(batch.as_dict()) + "\n")
     if batch.failed:
         raise typer.Exit(EXIT_FAILED)
 
 
+def _join_ranks(device: str):
+    """Under torchrun (WORLD_SIZE > 1): join the process group, each rank on its own GPU (gloo on CPUs)."""
+    from sama_cli.core import distributed
+
+    if distributed.world_size() <= 1:
+        return None
+    from sama_cli.core.runtime import resolve_device
+
+    return distributed.setup(resolve_device(device))
+
+
 def _plan(src: Path | None, frames: int | None, model: str | None, base: str | None, request, *, dtype: str,
-          fp8: bool, offload: str, tiling: bool, gpu_memory: float | None, as_json: bool) -> None:
+          fp8: bool, offload: str, tiling: bool, gpu_memory: float | None, as_json: bool, ranks: int = 1,
+          parallel: str = "auto") -> None:
     """`sama edit --plan`: the clip's working size and frames as the editor would choose them, costed for
     `model` on a GPU (bf16 unless --dtype says otherwise)."""
     import torch
@@ -206,12 +241,16 @@ def _plan(src: Path | None, frames: int | None, model: str | None, base: str | N
           "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}.get(dtype)
     if dt is None:
         raise ConfigError(f"--dtype {dtype!r}: give auto, bf16, fp16 or fp32")
-    branches = 3 if sampling.dual else (1 if sampling.guidance == 1.0 else 2)
+    from sama_cli.edit.parallel import guidance_branches
+
+    if ranks < 1:
+        raise ConfigError(f"--plan-ranks must be at least 1, not {ranks}")
+    branches = guidance_branches(sampling)
     req = PlanRequest(frames=n, height=size[0], width=size[1], steps=sampling.steps, branches=branches,
                       batch_guidance=settings.batch_guidance is not False, window=request.window,
                       overlap=request.overlap,
                       window_batch=settings.window_batch, dtype=dt, fp8=fp8, offload=offload, tiling=tiling,
-                      gpu_memory_gb=gpu_memory)
+                      gpu_memory_gb=gpu_memory, ranks=ranks, parallel=parallel)
     result = make_plan(parts, req)
     err.print(plan_table(result))
     err.print(plan_summary(result))
@@ -226,16 +265,18 @@ def _print_summary(done: list[dict], failed: list[dict], skipped: int) -> None:
 
     table = Table(title="sama edit", show_edge=False)
     cached = any(d.get("cache") for d in done)
+    ranked = any(d.get("ranks", 1) > 1 for d in done)
     for col in ("output", "frames", "windows", "fps", "size", "s/step", "total s", "peak MB") + (
-            ("cache", "blocks skipped") if cached else ()):
+            ("cache", "blocks skipped") if cached else ()) + (("ranks", "layout") if ranked else ()):
         table.add_column(col)
     for d in done:
         frames = str(d["frames"]) + (f" (+{d['frames_left_out']} left out)" if d.get("frames_left_out") else "")
         cache = (d.get("cache") or "-", f"{d.get('blocks_skipped', 0.0):.0%}") if cached else ()
+        ranks = (str(d.get("ranks", 1)), d.get("layout", "one rank")) if ranked else ()
         table.add_row(Path(d["output"]).name, frames, str(d.get("windows", 1)), f"{d['fps']:g}",
                       "x".join(map(str, d["size"])),
                       f"{d['seconds_per_step']:.3f}", f"{d['seconds'].get('total', 0):.1f}", f"{d['peak_memory_mb']:.0f}",
-                      *cache)
+                      *cache, *ranks)
     err.print(table)
     if skipped:
         info(f"skipped {skipped} finished outputs")

@@ -190,6 +190,8 @@ class EditReport:
     forwards: int = 0  # DiT calls (batched guidance branches count once)
     cache: str | None = None  # the step cache used, e.g. fbc:0.05
     blocks_skipped: float = 0.0  # fraction of the blocks' self-attention evaluations a step cache served
+    ranks: int = 1  # processes that denoised it (torchrun)
+    layout: str = "one rank"  # how they shared it (edit/parallel.py Layout.describe)
 
     @property
     def seconds_per_step(self) -> float:
@@ -221,7 +223,7 @@ class Editor:
 
     def __init__(self, model: SamaTransformer, codec, text_encoder, *, device: torch.device,
                  offload: bool = False, text_device: torch.device | None = None,
-                 defaults: ModelDefaults | None = None, dit_resident: bool = False):
+                 defaults: ModelDefaults | None = None, dit_resident: bool = False, parallel=None):
         self.model = model.eval()
         self.codec = codec
         self.text_encoder = text_encoder
@@ -231,6 +233,19 @@ class Editor:
         self.defaults = defaults or ModelDefaults()
         self._cache: tuple[str, int] | None = None  # (cache spec, steps) on the model now
         self.dit_resident = dit_resident  # the DiT places its own blocks (group offloading): never moved
+        self.parallel = None  # edit/parallel.py ParallelEdit: this rank's share of a multi-rank edit
+        if parallel is not None:
+            self.set_parallel(parallel)
+
+    def set_parallel(self, parallel) -> None:
+        """Share the edits with the other ranks as `parallel` (a ParallelEdit) says."""
+        parallel.attach(self.model)
+        self.parallel = parallel
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process decodes and writes the edits (rank 0 of a multi-rank edit; always alone)."""
+        return self.parallel is None or self.parallel.writes
 
     @property
     def working_size(self) -> tuple[int, int] | None:
@@ -279,10 +294,14 @@ class Editor:
         return padded[:1], padded[1:]
 
     def edit_frames(self, frames_thwc: torch.Tensor, instruction: str, sampling: SamplingConfig,
-                    settings: EditSettings, on_step=None) -> tuple[torch.Tensor, EditReport]:
+                    settings: EditSettings, on_step=None) -> tuple[torch.Tensor | None, EditReport]:
         """Edit uint8 frames (T, H, W, 3) already at the working size; returns uint8 frames of the same
-        shape and a report with per-stage seconds."""
+        shape (None on the ranks of a multi-rank edit that do not write) and a report with per-stage seconds."""
         settings.validate()
+        par = self.parallel
+        if settings.cache and par is not None and par.sequence is not None:
+            raise ConfigError("--cache with a sequence split: each rank would skip blocks on its own part of the "
+                              "sequence; use --parallel guidance, or one rank")
         seconds: dict[str, float] = {}
         t0 = time.perf_counter()
         context, negative = self.encode_prompts(instruction, settings)
@@ -306,23 +325,29 @@ class Editor:
         try:
             with self._stage(self.model, self.device), torch.no_grad():
                 result = sample(self.model, tuple(source.shape), context, negative, source, sampling,
-                                on_step=on_step, windows=plan, batch_guidance=self.batch_guidance(settings))
+                                on_step=on_step, windows=plan, batch_guidance=self.batch_guidance(settings),
+                                parallel=par)
         finally:
             if counter is not None:
                 counter.close()
         seconds["denoise"] = time.perf_counter() - t0
 
-        t0 = time.perf_counter()
-        with self._stage(self.codec, self.device), torch.no_grad():
-            decoded = self.codec.decode(result.latents.to(self.device))  # (1, 3, T', H, W) in [-1, 1]
-        seconds["decode"] = time.perf_counter() - t0
-        out = decoded[0, :, :n].clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(1, 2, 3, 0).cpu()
+        out = None
+        if self.writes:  # the other ranks of a multi-rank edit only help denoise
+            t0 = time.perf_counter()
+            with self._stage(self.codec, self.device), torch.no_grad():
+                decoded = self.codec.decode(result.latents.to(self.device))  # (1, 3, T', H, W) in [-1, 1]
+            seconds["decode"] = time.perf_counter() - t0
+            out = decoded[0, :, :n].clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(1, 2, 3, 0)
+            out = out.cpu().contiguous()
         report = EditReport(frames=n, fps=0.0, size=(frames_thwc.shape[1], frames_thwc.shape[2]),
                             padded_frames=n_pad, steps=sampling.steps, seconds=seconds,
                             peak_memory_mb=_peak_memory_mb(self.device), windows=len(plan.spans),
                             forwards=result.forwards, cache=self._cache[0] if self._cache else None,
-                            blocks_skipped=counter.skipped(result.forwards) if counter is not None else 0.0)
-        return out.contiguous(), report
+                            blocks_skipped=counter.skipped(result.forwards) if counter is not None else 0.0,
+                            ranks=1 if par is None else par.layout.ranks,
+                            layout="one rank" if par is None else par.layout.describe())
+        return out, report
 
     def batch_guidance(self, settings: EditSettings) -> bool:
         """Whether the guidance branches share a forward: as asked, else on any device but the CPU."""
@@ -367,6 +392,9 @@ def edit_file(editor: Editor, src: str | Path, instruction: str, out: str | Path
     frames = resize_frames(video.frames, size, mode=settings.resize)
     t_read = time.perf_counter() - t_start
     edited, report = editor.edit_frames(frames, instruction, sampling, settings, on_step=on_step)
+    report.fps = video.fps
+    if edited is None:  # a rank of a multi-rank edit that does not write
+        return report
     t0 = time.perf_counter()
     if side_by_side is not None:  # first: OUT is what batch mode takes for "done"
         write_video(side_by_side, hstack_videos(frames, edited), video.fps)
@@ -379,7 +407,6 @@ def edit_file(editor: Editor, src: str | Path, instruction: str, out: str | Path
         raise
     report.seconds["io"] = t_read + time.perf_counter() - t0
     report.seconds["total"] = time.perf_counter() - t_start
-    report.fps = video.fps
     report.frames_left_out = left_out
     windows = f" in {report.windows} windows" if report.windows > 1 else ""
     cut = f" ({left_out} frames after --max-frames left out)" if left_out else ""
@@ -434,18 +461,22 @@ def edit_batch(editor: Editor, rows: list[dict], out_dir: str | Path, sampling: 
     exist, then OUT_DIR/manifest.jsonl with the rows whose output exists.
 
     A row that fails (unreadable file, out of memory, ...) is reported and the batch goes on; a write the
-    system refused (StorageError: a full disk) stops it, since every row after it would fail the same way."""
+    system refused (StorageError: a full disk) stops it, since every row after it would fail the same way.
+    Several ranks: every rank takes every row (rank 0 says which are done already); rank 0 writes."""
+    from sama_cli.core.distributed import broadcast_object
     from sama_cli.io.manifest import write_manifest
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report, results = BatchReport(), []
+    shared = getattr(editor, "parallel", None) is not None
+    writes = getattr(editor, "writes", True)
     for row in rows:
         if row["kind"] == "t2v":
             continue
         target = out_dir / f"{row['id']}.mp4"
         results.append({**row, "output": str(target)})
-        if target.exists():
+        if broadcast_object(target.exists()) if shared else target.exists():
             report.skipped += 1
             continue
         t0 = time.perf_counter()
@@ -458,6 +489,9 @@ def edit_batch(editor: Editor, rows: list[dict], out_dir: str | Path, sampling: 
         except Exception as e:  # one bad row never stops the batch
             message = e.message if isinstance(e, SamaError) else f"{type(e).__name__}: {e}"
             report.failed.append({"id": row["id"], "error": message})
-            err.print(f"[red]failed[/red] {row['id']}: {escape(message)} ({time.perf_counter() - t0:.1f}s)")
-    write_manifest([r for r in results if Path(r["output"]).exists()], out_dir / "manifest.jsonl")
+            if writes:
+                err.print(f"[red]failed[/red] {row['id']}: {escape(message)} "
+                          f"({time.perf_counter() - t0:.1f}s)")
+    if writes:
+        write_manifest([r for r in results if Path(r["output"]).exists()], out_dir / "manifest.jsonl")
     return report

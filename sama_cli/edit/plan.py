@@ -59,6 +59,8 @@ class PlanRequest:
     offload: str = "none"  # none | model | group
     tiling: bool = False
     gpu_memory_gb: float | None = None
+    ranks: int = 1  # torchrun processes sharing the edit (edit/parallel.py); the figures are per rank
+    parallel: str = "auto"  # auto | sequence | guidance, as `sama edit --parallel`
 
 
 @dataclass
@@ -88,6 +90,9 @@ class Plan:
     flops_per_edit: float
     stages: list[Stage] = field(default_factory=list)
     gpu_memory_gb: float | None = None
+    ranks: int = 1
+    layout: str = "one rank"
+    flops_per_rank_per_edit: float = 0.0  # one rank's share (all of it on one rank)
 
     @property
     def peak_bytes(self) -> int:
@@ -233,6 +238,10 @@ def parts_for(model: str | None, base: str | None = None) -> Parts:
 
 
 def make_plan(parts: Parts, req: PlanRequest) -> Plan:
+    """Memory figures are one rank's: with several, each holds the whole DiT, runs its guidance branches
+    (guidance-parallel) on its part of the sequence (sequence-parallel: 1/S of the tokens, or every key and
+    value with kv-gather)."""
+    from sama_cli.edit.parallel import choose_layout
     from sama_cli.edit.windows import WindowPlan, default_overlap, latent_frames
 
     if req.offload not in ("none", "model", "group"):
@@ -250,14 +259,20 @@ def make_plan(parts: Parts, req: PlanRequest) -> Plan:
     tokens = source + cfg.semantic_tokens + target
     per_forward = dit_forward_flops(cfg, tokens, target, cfg.text_len)
     windows = len(plan_w.spans)
-    forwards_per_step = (1 if req.batch_guidance else req.branches) * math.ceil(windows / req.window_batch)
-    batch = (req.branches if req.batch_guidance else 1) * min(req.window_batch, windows)
+    layout = choose_layout(req.ranks, req.branches, cfg.num_heads, req.parallel)
+    branches = math.ceil(req.branches / layout.guidance)  # this rank's
+    forwards_per_step = (1 if req.batch_guidance else branches) * math.ceil(windows / req.window_batch)
+    batch = (branches if req.batch_guidance else 1) * min(req.window_batch, windows)
     per_step = per_forward * req.branches * windows
+    per_rank_step = per_forward * branches * windows / layout.sequence
 
     act_bytes = torch.finfo(req.dtype).bits // 8
     dit_all, dit_block = dit_bytes(cfg, req.dtype, req.fp8)
     dit_resident = dit_all - (cfg.num_layers - 2) * dit_block if req.offload == "group" else dit_all
-    dit_act = int(batch * dit_activation_elements(cfg, tokens) * act_bytes)
+    dit_act = batch * dit_activation_elements(cfg, math.ceil(tokens / layout.sequence))
+    if layout.attention == "kv-gather":  # every key and value of the sequence on each rank
+        dit_act += batch * 2 * tokens * cfg.dim
+    dit_act = int(dit_act * act_bytes)
 
     te_cfg = None if parts.text_encoder in (None, "umt5-xxl") else parts.text_encoder
     stages: list[Stage] = []
@@ -286,7 +301,8 @@ def make_plan(parts: Parts, req: PlanRequest) -> Plan:
     return Plan(model=parts.name, tokens=tokens, target_tokens=target, windows=windows,
                 forwards_per_step=forwards_per_step, batch_per_forward=batch, flops_per_forward=per_forward,
                 flops_per_step=per_step, flops_per_edit=per_step * req.steps, stages=stages,
-                gpu_memory_gb=req.gpu_memory_gb)
+                gpu_memory_gb=req.gpu_memory_gb, ranks=layout.ranks, layout=layout.describe(),
+                flops_per_rank_per_edit=per_rank_step * req.steps)
 
 
 def plan_table(plan: Plan):
@@ -306,9 +322,11 @@ def plan_table(plan: Plan):
 def plan_summary(plan: Plan) -> str:
     fits = "" if plan.fits is None else (f"; fits {plan.gpu_memory_gb:g} GB" if plan.fits
                                          else f"; does NOT fit {plan.gpu_memory_gb:g} GB")
+    ranks = ("" if plan.ranks == 1 else f"; on {plan.ranks} ranks ({plan.layout}): "
+             f"{plan.flops_per_rank_per_edit / 1e15:.1f} PFLOP a rank, figures a rank")
     return (f"{plan.tokens:,} tokens a forward ({plan.target_tokens:,} target), {plan.windows} window(s), "
             f"{plan.forwards_per_step} forward(s) a step of batch {plan.batch_per_forward}; "
-            f"{plan.flops_per_step / 1e15:.2f} PFLOP a step, {plan.flops_per_edit / 1e15:.1f} PFLOP an edit; "
+            f"{plan.flops_per_step / 1e15:.2f} PFLOP a step, {plan.flops_per_edit / 1e15:.1f} PFLOP an edit{ranks}; "
             f"peak {plan.peak_bytes / GIB:.1f} GiB{fits}")
 
 

@@ -120,8 +120,10 @@ class Guided:
     model as one batch (classifier-free: both; dual: all three, or two when source tokens make the
     prompt-only branch shorter): the same output as one forward each, within float rounding."""
 
-    def __init__(self, model: SamaTransformer, cfg: SamplingConfig, use_cfg: bool, batch: bool = True):
+    def __init__(self, model: SamaTransformer, cfg: SamplingConfig, use_cfg: bool, batch: bool = True,
+                 parallel=None):
         self.model, self.cfg, self.use_cfg, self.batch, self.dtype = model, cfg, use_cfg, batch, model.dtype
+        self.parallel = parallel  # edit/parallel.py GuidanceParallel: the branches over rank groups
         self.forwards = 0  # model calls so far (a batched call counts once)
         # step caches (edit/speed.py) keep one state per call site: guidance branch(es) and window group
         self.cached = bool(getattr(getattr(model, "backbone", None), "is_cache_enabled", False))
@@ -139,7 +141,19 @@ class Guided:
 
     def branches(self, branches: list[tuple[torch.Tensor, torch.Tensor | None]], names: list[str], x, t, s):
         """[(context, source)] -> [(video velocity, semantic velocity)], one forward per group of branches
-        with the same sequence shapes when batching, else one per branch."""
+        with the same sequence shapes when batching, else one per branch. Guidance-parallel: this rank's
+        branches only, then every branch's output from the rank that ran it."""
+        gp = self.parallel
+        if gp is None:
+            return self._forwards(branches, names, x, t, s)
+        mine = gp.mine(len(branches))
+        local = self._forwards([branches[i] for i in mine], [names[i] for i in mine], x, t, s)
+        outputs: list[Any] = [None] * len(branches)
+        for i, o in zip(mine, local, strict=True):
+            outputs[i] = o
+        return gp.share(outputs, (x, s))
+
+    def _forwards(self, branches, names: list[str], x, t, s):
         if not self.batch:
             return [self.run(c, src, x, t, s, name) for (c, src), name in zip(branches, names, strict=True)]
         if getattr(self.model.config, "source_mode", "token") == "channel":  # no source is a zero source on the channels: batchable
@@ -224,6 +238,7 @@ def sample(
     on_step: Callable[[int, int], None] | None = None,
     windows: WindowPlan | None = None,
     batch_guidance: bool = True,
+    parallel=None,
 ) -> SampleResult:
     """Denoise target latents of `latent_shape` (B, C, T, H, W), conditioned on the clean
     `source_latents` and the prompt `context` (B, L, D); `negative_context` drives guidance.
@@ -233,6 +248,8 @@ def sample(
     `windows` (edit/windows.py): a clip longer than the model's window is denoised as one trajectory whose
     velocity blends the windows'; with one window (or None) this is the plain loop, bit for bit.
     `batch_guidance`: the guidance branches in one forward where their shapes allow (Guided).
+    `parallel` (edit/parallel.py ParallelEdit): this rank's share of a multi-rank edit; the sequence split is
+    on the model already (`ParallelEdit.attach`), the guidance split happens here.
     """
     cfg.validate()
     device, dtype = model.device, model.dtype
@@ -257,7 +274,8 @@ def sample(
         negative_context = negative_context.to(device, dtype)
     if source_latents is not None:
         source_latents = source_latents.to(device, dtype)
-    guided = Guided(model, cfg, negative_context is not None and (cfg.dual or cfg.guidance != 1.0), batch_guidance)
+    guided = Guided(model, cfg, negative_context is not None and (cfg.dual or cfg.guidance != 1.0), batch_guidance,
+                    parallel=None if parallel is None else parallel.guidance)
     if guided.cached:  # a step cache starts every edit empty
         model.backbone._reset_stateful_cache()
     timesteps = video_sched.timesteps

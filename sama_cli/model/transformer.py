@@ -77,6 +77,8 @@ class SamaTransformer(nn.Module):
         )
         self.semantic_head = SemanticHead(config.dim, config.semantic_dim, config.eps)
         self.gradient_checkpointing = False
+        # multi-rank editing (edit/parallel.py): this rank runs the blocks on its part of the sequence
+        self.sequence_parallel = None
 
     # ---- helpers ------------------------------------------------------------------------------
     @property
@@ -189,11 +191,16 @@ class SamaTransformer(nn.Module):
             tproj = tproj.unflatten(1, (6, -1))  # (B, 6, dim)
             temb_target = temb[:, None]  # (B, 1, dim)
 
+        sp = self.sequence_parallel
+        if sp is not None:  # every layer but self-attention is per token: run the blocks on this rank's part
+            x, rotary, tproj = sp.scatter(x, rotary, tproj)
         for block in bb.blocks:
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(block, x, ctx, tproj, rotary, use_reentrant=False)
             else:
                 x = block(x, ctx, tproj, rotary)
+        if sp is not None:
+            x = sp.gather(x)
 
         semantic = self.semantic_head(x[:, n_src : n_src + n_sem]) if n_sem else None
 

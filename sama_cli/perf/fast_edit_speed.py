@@ -113,5 +113,6 @@ def cache_rows(quick: bool) -> list[dict]:
 
 
 def fast_edit_rows(quick: bool = False) -> list[dict]:
-    return [*guidance_rows(quick), *compile_rows(quick), *cache_rows(quick),
-            skipped_row("edit speed", "multi-rank editing (2 processes vs 1)", "not built yet (issue 17, next)")]
+    from sama_cli.perf.multi_rank import multi_rank_rows
+
+    return [*guidance_rows(quick), *compile_rows(quick), *cache_rows(quick), *multi_rank_rows(quick)]
