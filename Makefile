@@ -116,7 +116,7 @@ caches: $(STAMP)  ## sama edit --cache settings on fresh toy clips with the embe
 # ---- the embedded default model: the same pipeline as the demo, with more data and its own, longer recipes ---------
 # from scratch into $(TOYM)/, then stored in fp16 with its model card (per-kind scores) and the docs' stills
 TOYM       ?= $(OUT)/toy_model
-TOYM_SYNTH ?= --clips 2000 --images 3000 --t2v 500 --frames 5 --size 32 --kind-weights recolour=2,replace=2,remove=2,add=2
+TOYM_SYNTH ?= --clips 2500 --images 6000 --t2v 500 --frames 5 --size 32 --kind-weights recolour=2,replace=3,remove=2,add=3
 toy-model: $(STAMP)  ## train the embedded default model from scratch (~110 min on 2 CPU cores) into sama_cli/assets/toy_model
 	$(MAKE) demo-bench DEMO=$(TOYM) DEMO_SYNTH="$(TOYM_SYNTH)" S0_RECIPE=recipes/toy_model_stage0.yaml \
 	    S1_RECIPE=recipes/toy_model_stage1.yaml

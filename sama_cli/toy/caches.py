@@ -24,8 +24,8 @@ import torch
 
 from sama_cli.toy.study import model_note, study_model, study_parser, synth_clips, write_study
 
-SETTINGS = ("fbc:0.02", "fbc:0.05", "fbc:0.1", "fbc:0.2", "fbc:0.4", "taylorseer:2", "taylorseer:3",
-            "taylorseer:4")
+SETTINGS = ("fbc:0.05", "fbc:0.1", "fbc:0.2", "fbc:0.4", "fbc:0.6", "fbc:0.8", "taylorseer:2", "taylorseer:3",
+            "taylorseer:4", "taylorseer:6", "taylorseer:8")
 MAX_LOSS = 0.01  # edit accuracy a default may cost
 
 

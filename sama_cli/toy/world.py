@@ -174,13 +174,20 @@ def _describe(obj: Obj) -> str:
     return f"{obj.colour} {obj.shape}"
 
 
+# Objects live on the pixel grid: whole-pixel radius, centre and velocity (one of the 8 king's moves a frame),
+# so a shape is one of a few sprites at one of 16 offsets inside a 4x4-pixel token, in every frame (a bounce
+# off [r, size - r] keeps whole pixels). Sub-pixel places made every frame of every object a new pattern to
+# draw, and object edits were learned far slower than whole-frame ones (the model card, issue 19).
+MOVES = tuple((dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1) if dx or dy)
+
+
 def random_object(rng: random.Random, scene: Scene, colour: str | None = None, shape: str | None = None) -> Obj:
-    r = rng.uniform(0.14, 0.2) * min(scene.height, scene.width)
-    speed = rng.uniform(0.6, 1.6)
-    angle = rng.uniform(0, 2 * math.pi)
-    return Obj(shape=shape or rng.choice(SHAPES), colour=colour or rng.choice(list(PALETTE)), radius=round(r, 2),
-               x=round(rng.uniform(r, scene.width - r), 2), y=round(rng.uniform(r, scene.height - r), 2),
-               vx=round(speed * math.cos(angle), 3), vy=round(speed * math.sin(angle), 3))
+    side = min(scene.height, scene.width)
+    r = rng.randint(max(2, round(0.15 * side)), max(2, round(0.19 * side)))  # 5-6 px at 32
+    vx, vy = rng.choice(MOVES)
+    return Obj(shape=shape or rng.choice(SHAPES), colour=colour or rng.choice(list(PALETTE)), radius=float(r),
+               x=float(rng.randint(r, scene.width - r)), y=float(rng.randint(r, scene.height - r)),
+               vx=float(vx), vy=float(vy))
 
 
 TEMPLATES = {
@@ -285,7 +292,10 @@ def random_scene(rng: random.Random, height: int, width: int, frames: int, n_obj
     combos = set()
     while len(scene.objects) < n:
         o = random_object(rng, scene)
-        if (o.colour, o.shape) not in combos:
+        # not started on top of another: on the pixel grid, two at one place with one velocity hide each other
+        # in every frame, and an edit of the hidden one would change nothing
+        crowded = any(math.hypot(o.x - p.x, o.y - p.y) < 0.75 * (o.radius + p.radius) for p in scene.objects)
+        if (o.colour, o.shape) not in combos and not crowded:
             combos.add((o.colour, o.shape))
             scene.objects.append(o)
     return scene
@@ -426,7 +436,8 @@ def generate(n_video: int, n_image: int, n_t2v: int, *, seed: int, size: int = 3
         for _ in range(100):
             src = random_scene(rng, size, size, 1 if image else frames)
             made = make_edit(rng, src, kind, heldout if kind in ("recolour", "replace", "add") else None)
-            if made is not None:
+            # an edit must change something (grayscale of a white square on white does not)
+            if made is not None and not torch.equal(render(src), render(made[0])):
                 break
         else:  # pragma: no cover - every kind is possible from some scene
             raise RuntimeError(f"could not make a {kind} edit")
