@@ -19,7 +19,7 @@ unexport PYTHONDONTWRITEBYTECODE
 PYTEST_ARGS ?= -n 2
 
 .PHONY: help install test test-fast lint format bench demo clean demo-data demo-perturb demo-encode demo-anchor \
-        demo-stage0 demo-stage1 demo-edit demo-bench ablation toy-model toy-figures long-videos caches
+        demo-stage0 demo-stage1 demo-edit demo-bench ablation toy-model toy-figures long-videos caches toy-lora
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -112,6 +112,11 @@ long-videos: $(STAMP)  ## long toy clips edited whole in windows, scored frame b
 CACHES_ARGS ?= --seeds 1 2 3 --clips 24
 caches: $(STAMP)  ## sama edit --cache settings on fresh toy clips with the embedded model (~5 min) -> docs/caches.md
 	$(BIN)/python -m sama_cli.toy.caches --out $(OUT)/caches --doc docs/caches.md $(CACHES_ARGS)
+
+# ---- LoRA (issue 18): a LoRA teaches the embedded model an edit it never saw (purple), 3 seeds -> docs/lora.md ----
+TOYLORA_ARGS ?= --seeds 1 2 3
+toy-lora: $(STAMP)  ## a LoRA teaches the embedded toy model a new edit kind (3 seeds, ~30 min) -> docs/lora.md
+	$(BIN)/python -m sama_cli.toy.lora_study --out $(OUT)/toy_lora --doc docs/lora.md $(TOYLORA_ARGS)
 
 # ---- the embedded default model: the same pipeline as the demo, with more data and its own, longer recipes ---------
 # from scratch into $(TOYM)/, then stored in fp16 with its model card (per-kind scores) and the docs' stills

@@ -122,6 +122,9 @@ def edit(
                                   "edit pays the compile time)."),
     text_encoder_cpu: bool = typer.Option(False, "--text-encoder-cpu", help="Run the text encoder on the CPU."),
     tiling: bool = typer.Option(False, "--tiling", help="VAE tiling for large frames."),
+    lora: list[str] = typer.Option([], "--lora", metavar="FILE[:SCALE]", help="A LoRA file (sama train with "
+                                   "`lora:`, or any diffusers Wan LoRA) folded into the DiT at SCALE (default 1); "
+                                   "repeat for several."),
     parallel: str = typer.Option("auto", "--parallel", metavar="auto|sequence|guidance", help="Under torchrun "
                                  "(N processes, one edit): guidance = the guidance branches on different ranks; "
                                  "sequence = the token sequence split across ranks (Ulysses attention); auto = "
@@ -140,6 +143,7 @@ def edit(
     """Edit a video with an instruction: `sama edit in.mp4 "make it winter" -o out.mp4`."""
     from sama_cli.edit.editor import EditRequest, edit_batch, edit_single, manifest_rows
     from sama_cli.edit.loading import load_editor
+    from sama_cli.model.lora import parse_lora_arg
 
     if not plan:
         _check_inputs(src, instruction, out, manifest)
@@ -166,7 +170,7 @@ def edit(
     editor = load_editor(model=model, base=base, vae=vae, text_encoder=text_encoder,
                          device=device if dist is None else str(dist.device), dtype=dtype,
                          offload=offload, text_encoder_cpu=text_encoder_cpu, tiling=tiling, fp8=fp8,
-                         compile_blocks=compile_)
+                         compile_blocks=compile_, loras=[parse_lora_arg(x) for x in lora])
     sampling, settings = request.resolve(editor.defaults)  # flags, else what the checkpoint records, else release
     if dist is not None:
         from sama_cli.edit.parallel import ParallelEdit, choose_layout, guidance_branches
@@ -178,7 +182,7 @@ def edit(
         if rows is None:
             report = edit_single(editor, src, instruction, out, sampling, settings, audio=not no_audio,
                                  side_by_side=side_by_side, lossless=lossless)
-            summary = {"output": str(out), **report.as_dict()}
+            summary = {"output": str(out), **report.as_dict(), "loras": editor.loras}
             if editor.writes:
                 _print_summary([summary], [], 0)
                 if as_json:
@@ -195,7 +199,7 @@ def edit(
     if editor.writes:
         _print_summary(batch.done, batch.failed, batch.skipped)
         if as_json:
-            sys.stdout.write(json.dumps(batch.as_dict()) + "\n")
+            sys.stdout.write(json.dumps({**batch.as_dict(), "loras": editor.loras}) + "\n")
     if batch.failed:
         raise typer.Exit(EXIT_FAILED)
 

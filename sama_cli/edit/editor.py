@@ -234,6 +234,7 @@ class Editor:
         self._cache: tuple[str, int] | None = None  # (cache spec, steps) on the model now
         self.dit_resident = dit_resident  # the DiT places its own blocks (group offloading): never moved
         self.parallel = None  # edit/parallel.py ParallelEdit: this rank's share of a multi-rank edit
+        self.loras: list[dict] = []  # LoRA files folded into the DiT (load_editor), for the summary
         if parallel is not None:
             self.set_parallel(parallel)
 

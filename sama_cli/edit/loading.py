@@ -55,13 +55,15 @@ OFFLOADS = ("none", "model", "group")
 def load_editor(model: str | None = None, base: str | None = None, vae: str | None = None,
                 text_encoder: str | None = None, *, device: str = "auto", dtype: str = "auto",
                 offload: bool | str = False, text_encoder_cpu: bool = False, tiling: bool = False,
-                fp8: bool = False, compile_blocks: bool = False) -> Editor:
+                fp8: bool = False, compile_blocks: bool = False,
+                loras: list[tuple[str, float]] | None = None) -> Editor:
     """The editor for these specs on `device` in `dtype` (auto: bf16 on GPU, fp32 on CPU).
 
     offload: "model" (or True) keeps text encoder, DiT and VAE on the CPU, each moved to the device for its
     stage; "group" does that for the text encoder and VAE and streams the DiT's blocks one at a time
     (edit/speed.py). fp8: the DiT's weights stored in float8_e4m3fn, computed in `dtype`. compile_blocks:
-    torch.compile on each DiT block."""
+    torch.compile on each DiT block. loras: LoRA files and their scales (model/lora.py), checked against the
+    DiT and folded into its weights before anything else touches them (FP8 storage, offloading, compile)."""
     from sama_cli.core.console import info
     from sama_cli.edit.editor import Editor, ModelDefaults
     from sama_cli.model.text_encoder import load_text_encoder
@@ -97,6 +99,12 @@ def load_editor(model: str | None = None, base: str | None = None, vae: str | No
         raise ConfigError("this model records no VAE/text encoder: pass --vae and --text-encoder, or --base")
     from sama_cli.edit import speed
 
+    lora_report: list[dict] = []
+    if loras:
+        from sama_cli.model.lora import load_loras, merge
+
+        lora_report = load_loras(dit, loras)
+        merge(dit)
     if fp8:
         speed.store_fp8(dit, dt)
     if offload == "group":
@@ -110,5 +118,7 @@ def load_editor(model: str | None = None, base: str | None = None, vae: str | No
     if codec.latent_channels != dit.config.in_channels:
         raise WeightsError(f"the model expects {dit.config.in_channels} latent channels but the VAE {vae_spec!r} "
                            f"gives {codec.latent_channels}: model and VAE do not belong together")
-    return Editor(dit, codec, te, device=dev, offload=offload != "none", text_device=text_device,
-                  defaults=ModelDefaults.from_meta(meta), dit_resident=offload == "group")
+    editor = Editor(dit, codec, te, device=dev, offload=offload != "none", text_device=text_device,
+                    defaults=ModelDefaults.from_meta(meta), dit_resident=offload == "group")
+    editor.loras = lora_report
+    return editor

@@ -36,6 +36,13 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
 }
 SHAPES = ("circle", "square", "triangle")
 EDIT_KINDS = ("recolour", "replace", "remove", "add", "background", "style")
+# A colour no default scene or edit uses, and the edit kind that paints an object in it: what the embedded model
+# never saw, for a LoRA to learn (issue 18, `make toy-lora`). `sama synth` makes these edits only when asked
+# (--kind-weights recolour_new=N): the default data are unchanged.
+NEW_COLOURS: dict[str, tuple[int, int, int]] = {"purple": (130, 40, 190)}
+COLOURS = {**PALETTE, **NEW_COLOURS}
+EXTRA_KINDS = ("recolour_new",)
+ALL_KINDS = EDIT_KINDS + EXTRA_KINDS
 STYLES = ("invert", "grayscale")
 # "add" puts a small object on one that is there ("put a small blue circle on the red square"): it sits on it,
 # centred, ADD_SCALE x its radius, and moves with it. Source and words determine the target, and the place is
@@ -156,7 +163,7 @@ def render(scene: Scene) -> torch.Tensor:
     masks = object_masks(scene)
     frames = _background(scene).round().to(torch.uint8).expand(scene.frames, -1, -1, -1).clone()
     for i, obj in enumerate(scene.objects):
-        frames[masks == i] = torch.tensor(PALETTE[obj.colour], dtype=torch.uint8)
+        frames[masks == i] = torch.tensor(COLOURS[obj.colour], dtype=torch.uint8)
     return apply_style(frames, scene.style)
 
 
@@ -211,7 +218,7 @@ def make_edit(rng: random.Random, src: Scene, kind: str, want_heldout: bool | No
     def ok(colour: str, shape: str) -> bool:
         return (colour, shape) not in used and (want_heldout is None or ((colour, shape) in HELDOUT_COMBOS) == want_heldout)
 
-    if kind in ("recolour", "replace", "remove"):
+    if kind in ("recolour", "replace", "remove", "recolour_new"):
         i = rng.randrange(len(src.objects))
         old = src.objects[i]
         if kind == "remove":
@@ -220,14 +227,18 @@ def make_edit(rng: random.Random, src: Scene, kind: str, want_heldout: bool | No
             del tgt.objects[i]
             text = rng.choice(TEMPLATES["remove"]).format(old=_describe(old))
             return tgt, Edit(kind, i, None, {}, text)
-        options = ([(c, old.shape) for c in PALETTE if c != old.colour] if kind == "recolour"
-                   else [(old.colour, s) for s in SHAPES if s != old.shape])
-        options = [o for o in options if ok(*o)]
+        if kind == "recolour_new":
+            options = [(c, old.shape) for c in NEW_COLOURS]
+        else:
+            options = ([(c, old.shape) for c in PALETTE if c != old.colour] if kind == "recolour"
+                       else [(old.colour, s) for s in SHAPES if s != old.shape])
+            options = [o for o in options if ok(*o)]
         if not options:
             return None
         colour, shape = rng.choice(options)
         tgt.objects[i] = replace(old, colour=colour, shape=shape)
-        text = rng.choice(TEMPLATES[kind]).format(old=_describe(old), new_colour=colour, new=f"{colour} {shape}")
+        text = rng.choice(TEMPLATES["recolour" if kind == "recolour_new" else kind]).format(
+            old=_describe(old), new_colour=colour, new=f"{colour} {shape}")
         return tgt, Edit(kind, i, i, {"colour": colour, "shape": shape}, text)
     if kind == "add":
         if len(src.objects) >= 3:
@@ -367,7 +378,7 @@ def _trajectory_error(pred: torch.Tensor, scene: Scene, tracked: list[int]) -> f
     if not tracked:
         return 0.0
     yy, xx = _grid(scene)
-    styled = apply_style(torch.tensor([[list(PALETTE[o.colour]) for o in scene.objects]], dtype=torch.uint8)[None],
+    styled = apply_style(torch.tensor([[list(COLOURS[o.colour]) for o in scene.objects]], dtype=torch.uint8)[None],
                          scene.style)[0, 0] if scene.objects else None
     errors = []
     diag = math.hypot(scene.height, scene.width)
@@ -405,14 +416,15 @@ class ToySample:
 
 def kind_cycle(weights: dict[str, int] | None = None) -> tuple[str, ...]:
     """The repeating sequence of edit kinds that samples take in turn: each kind `weights[kind]` times
-    (default 1 each, EDIT_KINDS order), so {"recolour": 2} makes recolour, recolour, replace, ... style."""
+    (default 1 each, EDIT_KINDS order; 0 for EXTRA_KINDS), so {"recolour": 2} makes recolour, recolour,
+    replace, ... style."""
     weights = weights or {}
-    unknown = set(weights) - set(EDIT_KINDS)
+    unknown = set(weights) - set(ALL_KINDS)
     if unknown:
-        raise ValueError(f"unknown edit kind {sorted(unknown)[0]!r} (known: {', '.join(EDIT_KINDS)})")
+        raise ValueError(f"unknown edit kind {sorted(unknown)[0]!r} (known: {', '.join(ALL_KINDS)})")
     if any(int(w) != w or w < 0 for w in weights.values()):
         raise ValueError("edit kind weights are whole numbers >= 0")
-    cycle = tuple(k for k in EDIT_KINDS for _ in range(int(weights.get(k, 1))))
+    cycle = tuple(k for k in ALL_KINDS for _ in range(int(weights.get(k, 1 if k in EDIT_KINDS else 0))))
     if not cycle:
         raise ValueError("every edit kind has weight 0")
     return cycle

@@ -69,8 +69,14 @@ def _single_process_quiet() -> Iterator[None]:
         yield
 
 
-def _state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ema: dict[str, torch.Tensor] | None):
-    model_sd, optim_sd = get_state_dict(model, optimizer)
+def _options(trainable_only: bool) -> StateDictOptions:
+    """LoRA runs keep only what trains (adapters, SAMA modules): the frozen base is the run's input."""
+    return StateDictOptions(ignore_frozen_params=trainable_only, strict=not trainable_only)
+
+
+def _state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ema: dict[str, torch.Tensor] | None,
+           trainable_only: bool = False):
+    model_sd, optim_sd = get_state_dict(model, optimizer, options=_options(trainable_only))
     state: dict[str, Any] = {"model": model_sd, "optim": optim_sd}
     if ema is not None:
         state["ema"] = ema
@@ -79,7 +85,7 @@ def _state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ema: dict[s
 
 def save(root: str | Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
          ema: dict[str, torch.Tensor] | None, trainer: dict[str, Any], d: Dist, recipe_yaml: str,
-         keep_last: int) -> Path:
+         keep_last: int, trainable_only: bool = False) -> Path:
     """Write a checkpoint for `step` (all ranks call this), then drop all but the newest `keep_last`."""
     root = Path(root)
     final, tmp = step_dir(root, step), root / f"step_{step:08d}.tmp"
@@ -92,7 +98,7 @@ def save(root: str | Path, step: int, model: torch.nn.Module, optimizer: torch.o
                 tmp.mkdir(parents=True, exist_ok=True)
             barrier()
             with _single_process_quiet():
-                dcp.save(_state(model, optimizer, ema), checkpoint_id=str(tmp))
+                dcp.save(_state(model, optimizer, ema, trainable_only), checkpoint_id=str(tmp))
             rng = {"cpu": torch.get_rng_state(),
                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
             torch.save(rng, tmp / f"rng_rank{d.rank}.pt")
@@ -115,13 +121,15 @@ def save(root: str | Path, step: int, model: torch.nn.Module, optimizer: torch.o
 
 
 def load(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-         ema: dict[str, torch.Tensor] | None, d: Dist) -> dict[str, Any]:
-    """Restore model, optimizer, EMA (in place) and this rank's RNG; return trainer.json."""
+         ema: dict[str, torch.Tensor] | None, d: Dist, trainable_only: bool = False) -> dict[str, Any]:
+    """Restore model, optimizer, EMA (in place) and this rank's RNG; return trainer.json. `trainable_only`:
+    the checkpoint holds the trainable tensors only (LoRA)."""
     path = Path(path)
-    state = _state(model, optimizer, ema)
+    state = _state(model, optimizer, ema, trainable_only)
     with _single_process_quiet():
         dcp.load(state, checkpoint_id=str(path))
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
+                   options=_options(trainable_only))
     if ema is not None:
         for k, v in state["ema"].items():
             if ema[k] is not v:

@@ -189,6 +189,10 @@ def build(recipe: Recipe) -> Run:
 
     model, mode = build_and_choose(lambda: build_for_training(recipe), recipe.train.parallel, d)
     config = model.config
+    if recipe.lora is not None:  # before sharding: FSDP2 shards the adapters with their layers
+        from sama_cli.model.lora import add_lora
+
+        add_lora(model, recipe.lora.spec(), compute_dtype(recipe, device), seed=recipe.train.seed)
     model.enable_gradient_checkpointing(recipe.model.gradient_checkpointing)
     if mode != "fsdp":
         model.to(device)
@@ -211,7 +215,9 @@ def build(recipe: Recipe) -> Run:
     sampler = BucketSampler(dataset, video_batch=recipe.data.video_batch, image_batch=recipe.data.image_batch,
                             seed=T.seed, rank=d.rank, world=d.world, image_ratio=recipe.data.image_ratio,
                             order=recipe.data.batch_order)
-    info(f"{recipe.name}: {model.num_parameters() / 1e6:.2f}M params, {len(dataset)} rows in "
+    trainable = sum(p.numel() for p in params)
+    lora = f" (LoRA rank {recipe.lora.rank}: {trainable / 1e6:.3f}M trainable)" if recipe.lora is not None else ""
+    info(f"{recipe.name}: {model.num_parameters() / 1e6:.2f}M params{lora}, {len(dataset)} rows in "
          f"{len(dataset.buckets)} buckets, parallel={mode}, world={d.world}, device={device}")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 and mode != "fsdp" else contextlib.nullcontext()
     return Run(recipe=recipe, d=d, out=out, net=net, config=config, mode=mode, params=params, optimizer=optimizer,
@@ -225,7 +231,8 @@ def resume(run: Run) -> int:
     last = ckpt.latest(run.out / "checkpoints") if run.recipe.train.resume else None
     if last is None:
         return 0
-    trainer = ckpt.load(last, run.net, run.optimizer, run.ema.state_dict(), run.d)
+    trainer = ckpt.load(last, run.net, run.optimizer, run.ema.state_dict(), run.d,
+                        trainable_only=run.recipe.lora is not None)
     run.policy.load_state_dict(trainer)
     start, saved_world = trainer["step"], trainer.get("world", run.d.world)
     info(f"resumed from {last} at step {start}")
@@ -334,13 +341,15 @@ def save(run: Run, done: int) -> None:
     """A checkpoint after `done` steps: weights, optimizer, EMA, skip policy, RNG, recipe."""
     T = run.recipe.train
     ckpt.save(run.out / "checkpoints", done, run.net, run.optimizer, run.ema.state_dict(), run.policy.state_dict(),
-              run.d, run.recipe.to_yaml(), T.keep_last)
+              run.d, run.recipe.to_yaml(), T.keep_last, trainable_only=run.recipe.lora is not None)
 
 
 def export(run: Run) -> dict[str, str]:
     """Consolidated inference checkpoints of the raw weights and the EMA (a collective under FSDP2;
     rank 0 writes), the resolved recipe and the loss curve."""
     recipe, T, out = run.recipe, run.recipe.train, run.out
+    if recipe.lora is not None:
+        return export_lora(run)
     exported: dict[str, str] = {}
     full = ckpt.full_model_state(run.net)
     full_ema = ckpt.full_tensors(run.ema.state_dict())
@@ -354,6 +363,40 @@ def export(run: Run) -> dict[str, str]:
                                           meta={**provenance, "ema_decay": T.ema_decay}))
     if T.export_release:  # runs in the authors' inference code and the ComfyUI node as it is
         exported["ema_release"] = str(save_release(ema_sd, config, out / "export" / "ema_release.safetensors"))
+    atomic_write_text(out / "recipe.yaml", recipe.to_yaml())
+    plot_losses(out / "metrics.jsonl", out / "loss.png")
+    return exported
+
+
+def export_lora(run: Run) -> dict[str, str]:
+    """A LoRA run's export: the adapters (and the SAMA modules) as diffusers-loadable LoRA files, raw and EMA;
+    with `lora.merge`, the EMA adapters folded into full weights of the base (our checkpoint format, and the
+    release layout with `train.export_release`)."""
+    from sama_cli.model.lora import adapter_tensors, load_loras, merge, save_lora
+
+    recipe, T, out = run.recipe, run.recipe.train, run.out
+    raw = ckpt.full_tensors({n: p for n, p in unwrap(run.net).named_parameters() if p.requires_grad})
+    ema = ckpt.full_tensors(run.ema.state_dict())
+    if not run.d.is_main:
+        return {}
+    base = recipe.model.init or recipe.model.base or recipe.model.preset
+    spec = recipe.lora.spec()
+    exported = {"lora": str(save_lora(adapter_tensors(raw), out / "export" / "lora.safetensors", spec, base=base,
+                                      recipe_yaml=recipe.to_yaml())),
+                "lora_ema": str(save_lora(adapter_tensors(ema), out / "export" / "lora_ema.safetensors", spec,
+                                          base=base, recipe_yaml=recipe.to_yaml()))}
+    if recipe.lora.merge:
+        model = build_for_training(recipe)  # the base again, in fp32, whatever the run stored it in
+        load_loras(model, [(exported["lora_ema"], 1.0)])
+        merge(model)
+        config = model.config.replace(extra={**model.config.extra, "semantic_anchoring": T.semantic})
+        meta = {"recipe": recipe.name, "stage": recipe.stage, "steps": T.steps, "lora_merged": base,
+                **run.dataset.provenance}
+        exported["merged"] = str(save_checkpoint(model.state_dict(), out / "export" / "merged", config=config,
+                                                 meta=meta))
+        if T.export_release:
+            exported["merged_release"] = str(save_release(model.state_dict(), config,
+                                                          out / "export" / "merged_release.safetensors"))
     atomic_write_text(out / "recipe.yaml", recipe.to_yaml())
     plot_losses(out / "metrics.jsonl", out / "loss.png")
     return exported

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from sama_cli.core.errors import ConfigError
+from sama_cli.model.lora import DEFAULT_TARGETS
 
 
 @dataclass
@@ -87,6 +88,39 @@ class TrainSection:
     export_release: bool = False  # also write OUT/export/ema_release.safetensors (the authors' layout)
 
 
+@dataclass
+class LoraSection:
+    """`lora:` train adapters instead of the whole model (model/lora.py; peft)."""
+
+    rank: int = 16
+    alpha: float | None = None  # None: the rank (the adapters' scale alpha / rank is 1)
+    dropout: float = 0.0
+    # Wan blocks' attention q/k/v/out (self and cross) and feed-forward linears
+    targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
+    train_sama_modules: bool = True  # the type embedding, semantic projector and head train fully beside
+    base_dtype: str = "compute"  # compute | bf16 | fp8: storage of the frozen base (diffusers layerwise casting)
+    merge: bool = False  # also export the EMA adapters merged into full weights (and the release layout with
+    # train.export_release)
+
+    def validate(self, where: str) -> None:
+        if self.rank < 1:
+            raise ConfigError(f"{where}: lora.rank must be at least 1, not {self.rank}")
+        if self.alpha is not None and self.alpha <= 0:
+            raise ConfigError(f"{where}: lora.alpha must be positive (or null: the rank)")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"{where}: lora.dropout must be in [0, 1), not {self.dropout}")
+        if not self.targets:
+            raise ConfigError(f"{where}: lora.targets is empty: name the layers to adapt (e.g. attn1.to_q)")
+        if self.base_dtype not in ("compute", "bf16", "fp8"):
+            raise ConfigError(f"{where}: lora.base_dtype must be compute or bf16 or fp8, not {self.base_dtype!r}")
+
+    def spec(self):
+        from sama_cli.model.lora import LoraSpec
+
+        return LoraSpec(rank=self.rank, alpha=self.alpha, dropout=self.dropout, targets=tuple(self.targets),
+                        train_sama_modules=self.train_sama_modules, base_dtype=self.base_dtype)
+
+
 # keys with a fixed set of values (the first is the field's default where the release fixes it)
 CHOICES = {
     "optim.schedule": ("constant", "cosine"),
@@ -105,6 +139,7 @@ class Recipe:
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
     train: TrainSection = field(default_factory=TrainSection)
+    lora: LoraSection | None = None  # set: LoRA fine-tuning (only adapters, and the SAMA modules, train)
 
     def validate(self, where: str = "recipe") -> None:
         if self.stage not in (0, 1):
@@ -131,6 +166,11 @@ class Recipe:
                 raise ConfigError(f"{where}: train.{key} must be at least 1")
         if self.optim.accumulate < 1:
             raise ConfigError(f"{where}: optim.accumulate must be at least 1")
+        if self.lora is not None:
+            self.lora.validate(where)
+            if self.model.init is None and self.model.base is None:
+                raise ConfigError(f"{where}: lora needs a model to adapt: set model.init (a checkpoint or release "
+                                  "weights) or model.base (a Wan folder)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

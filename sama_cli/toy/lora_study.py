@@ -1,0 +1,150 @@
+"""`make toy-lora`: a LoRA teaches the embedded toy model an edit it never saw (issue 18) -> docs/lora.md.
+
+The new edit is `recolour_new`: paint an object purple, a colour that appears nowhere in the base model's
+data (toy/world.py NEW_COLOURS). Per seed: `sama synth` data where half the edits are the new kind and the
+rest the six old kinds in turn (replay, so the adapter does not unlearn them), `sama train
+recipes/toy_lora.yaml` from the embedded model, then the held-out clips of every kind edited by the base
+model and by the base with the adapter (`sama edit --lora`), scored by the exact oracle. The table: edit
+accuracy per kind, mean ± std over seeds, base and LoRA; the trainable parameters and optimizer state
+against full fine-tuning of the same model.
+
+    python -m sama_cli.toy.lora_study --out out/toy_lora --doc docs/lora.md --seeds 1 2 3
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sama_cli.toy.study import sama, study_parser, write_study
+from sama_cli.toy.world import ALL_KINDS
+
+RECIPE = "recipes/toy_lora.yaml"
+NEW_KIND = "recolour_new"
+EDIT_ARGS = ["--steps", "20", "--guidance", "1", "--shift", "5", "--split", "test", "--kind", "video_edit",
+             "--lossless"]
+
+
+def kinds_of(report: Path) -> dict[str, float]:
+    summary = json.loads((report / "summary.json").read_text())
+    return {k: v["edit_accuracy"] for k, v in summary.get("split_categories", {}).get("test", {}).items()}
+
+
+def run_seed(seed: int, out: Path, clips: int, images: int, steps: int, base: str) -> dict[str, Any]:
+    root = out / f"s{seed}"
+    weights = ",".join([f"{NEW_KIND}=6"] + [f"{k}=1" for k in ALL_KINDS if k != NEW_KIND])
+    if not (root / "anc" / "manifest.jsonl").is_file():
+        sama("synth", root / "toy", "--clips", clips, "--images", images, "--t2v", 0, "--frames", 5, "--size", 32,
+             "--kind-weights", weights, "--seed", 100 + seed, "--heldout-frac", 0)
+        sama("encode", root / "toy" / "manifest.jsonl", "-o", root / "lat", "--vae", "pixel:s4", "--text-encoder", "tiny")
+        sama("anchor", root / "lat" / "manifest.jsonl", "-o", root / "anc", "--grid", 2)
+    lora = root / "lora" / "export" / "lora_ema.safetensors"
+    t0 = time.perf_counter()
+    if not lora.is_file():
+        sama("train", RECIPE, f"data.manifests=[{root / 'anc' / 'manifest.jsonl'}]", f"train.seed={seed}",
+             f"train.steps={steps}", f"train.out_dir={root / 'lora'}", f"model.init={base}")
+    train_seconds = time.perf_counter() - t0
+    result: dict[str, Any] = {"seed": seed, "train_seconds": train_seconds}
+    for arm, extra in (("base", []), ("lora", ["--lora", str(lora)])):
+        edits, report = root / f"edits_{arm}", root / f"report_{arm}"
+        if not (report / "summary.json").is_file():
+            sama("edit", "--manifest", root / "toy" / "manifest.jsonl", "--model", base, "-o", edits, *EDIT_ARGS,
+                 *extra)
+            sama("bench", "run", "toy", "--data", root / "toy", "--split", "test", "--edits", edits, "-o", report)
+        result[arm] = kinds_of(report)
+    return result
+
+
+def sizes(base: str) -> dict[str, int]:
+    """Trainable parameters and AdamW state bytes (two fp32 moments) with the recipe's LoRA and with full
+    fine-tuning of the same model."""
+    from sama_cli.model.lora import add_lora
+    from sama_cli.model.weights import load_model
+    from sama_cli.train.recipe import load_recipe
+
+    recipe = load_recipe(RECIPE)
+    model, _ = load_model(base)
+    full = sum(p.numel() for p in model.parameters())
+    add_lora(model, recipe.lora.spec())
+    lora = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"full_params": full, "lora_params": lora, "full_optim_bytes": 8 * full, "lora_optim_bytes": 8 * lora}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    kinds = [k for k in ALL_KINDS if any(k in r["base"] for r in runs)]
+    table = {}
+    for k in kinds:
+        base = [r["base"][k] for r in runs if k in r["base"]]
+        lora = [r["lora"][k] for r in runs if k in r["lora"]]
+        table[k] = {"base": mean_std(base), "lora": mean_std(lora),
+                    "change": mean_std([b - a for a, b in zip(base, lora, strict=True)])}
+    return {"kinds": table, "seeds": [r["seed"] for r in runs]}
+
+
+def render(summary: dict[str, Any], sz: dict[str, int], meta: dict[str, Any]) -> str:
+    lines = [
+        "# LoRA on the toy world: teaching the embedded model a new edit",
+        "",
+        f"Written by `make toy-lora` (`{meta['command']}`, {meta['seconds'] / 60:.1f} min on 2 CPU cores). Base: "
+        f"the embedded toy model. New edit: `{NEW_KIND}`, paint an object purple, a colour absent from every "
+        "scene and edit the base was trained on. Per seed: fresh `sama synth` data (half the edits the new "
+        "kind, half the six old kinds in turn), `recipes/toy_lora.yaml` (rank "
+        f"{meta['rank']}, {meta['steps']} steps), then the held-out clips (split `test`) of every kind edited "
+        "by the base model and by the base with the adapter (`sama edit --lora`), 20 Euler steps, exact oracle. "
+        f"Seeds {', '.join(map(str, summary['seeds']))}; mean ± std over seeds.",
+        "",
+        "| edit kind | base | with the LoRA | change |",
+        "|---|---|---|---|",
+    ]
+    for k, v in summary["kinds"].items():
+        name = f"**{k}** (new)" if k == NEW_KIND else k
+        lines.append(f"| {name} | {v['base'][0]:.3f} ± {v['base'][1]:.3f} | {v['lora'][0]:.3f} ± {v['lora'][1]:.3f} "
+                     f"| {v['change'][0]:+.3f} ± {v['change'][1]:.3f} |")
+    lines += [
+        "",
+        "| | trainable parameters | AdamW state |",
+        "|---|---|---|",
+        f"| full fine-tuning | {sz['full_params'] / 1e6:.2f}M | {sz['full_optim_bytes'] / 2**20:.1f} MiB |",
+        f"| LoRA rank {meta['rank']} (+ SAMA modules) | {sz['lora_params'] / 1e6:.3f}M "
+        f"({sz['lora_params'] / sz['full_params']:.1%}) | {sz['lora_optim_bytes'] / 2**20:.2f} MiB |",
+        "",
+        "Change: LoRA minus base on the same clips, per seed. The old kinds' change is to be read against their "
+        "seed spread.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = study_parser(__doc__ or "", "toy_lora", clips=300, threads=2)
+    p.set_defaults(doc=Path("docs") / "lora.md")
+    p.add_argument("--images", type=int, default=1200)
+    p.add_argument("--steps", type=int, default=None, help="LoRA steps (default: the recipe's)")
+    args = p.parse_args(argv)
+    from sama_cli.edit.loading import default_model
+    from sama_cli.train.recipe import load_recipe
+
+    base = args.model or str(default_model())
+    recipe = load_recipe(RECIPE)
+    steps = args.steps or recipe.train.steps
+    t0 = time.perf_counter()
+    runs = [run_seed(s, args.out, args.clips, args.images, steps, base) for s in args.seeds]
+    summary = summarise(runs)
+    sz = sizes(base)
+    given = sys.argv[1:] if argv is None else argv
+    meta = {"command": "python -m sama_cli.toy.lora_study " + " ".join(given), "seconds": time.perf_counter() - t0,
+            "rank": recipe.lora.rank, "steps": steps, "base": base}
+    write_study(args.doc, render(summary, sz, meta), {"meta": meta, "summary": summary, "sizes": sz, "runs": runs})
+    print(args.doc.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
