@@ -122,7 +122,7 @@ toy-lora: $(STAMP)  ## a LoRA teaches the embedded toy model a new edit kind (3 
 # from scratch into $(TOYM)/, then stored in fp16 with its model card (per-kind scores) and the docs' stills
 TOYM       ?= $(OUT)/toy_model
 TOYM_SYNTH ?= --clips 2500 --images 6000 --t2v 500 --frames 5 --size 32 --kind-weights recolour=2,replace=3,remove=2,add=3
-toy-model: $(STAMP)  ## train the embedded default model from scratch (~110 min on 2 CPU cores) into sama_cli/assets/toy_model
+toy-model: $(STAMP)  ## train the embedded default model from scratch (~100 min on 2 CPU cores) into sama_cli/assets/toy_model
 	$(MAKE) demo-bench DEMO=$(TOYM) DEMO_SYNTH="$(TOYM_SYNTH)" S0_RECIPE=recipes/toy_model_stage0.yaml \
 	    S1_RECIPE=recipes/toy_model_stage1.yaml
 	$(BIN)/python -m sama_cli.toy.embedded $(TOYM) sama_cli/assets/toy_model
