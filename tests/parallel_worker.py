@@ -17,7 +17,8 @@ from sama_cli.model.transformer import build_model
 GUIDANCE = {"none": SamplingConfig(steps=3, guidance=1.0, seed=3),
             "cfg": SamplingConfig(steps=3, guidance=4.0, seed=3),
             "dual": SamplingConfig(steps=3, seed=3, source_guidance=1.5, text_guidance=3.0)}
-MODELS = {"tiny": {}, "3 heads": {"dim": 36, "num_heads": 3, "ffn_dim": 72}}  # 3 heads: no Ulysses split
+# 3 heads: no Ulysses split; per-token timesteps: the modulation is split with the tokens
+MODELS = {"tiny": {}, "3 heads": {"dim": 36, "num_heads": 3, "ffn_dim": 72}, "per-token t": {"timestep_mode": "per_token"}}
 
 
 def main(out: str) -> None:
