@@ -48,3 +48,15 @@ def test_a_study_writes_its_doc_and_record_side_by_side(tmp_path) -> None:
     record = write_study(tmp_path / "docs" / "x.md", "# x\n", {"meta": {"a": 1}})
     assert (tmp_path / "docs" / "x.md").read_text() == "# x\n" and json.loads(record.read_text()) == {"meta": {"a": 1}}
     assert model_note({"recipe": "r", "steps": 8}) == "recipe r, 8 training steps" and model_note({}) == "no model card"
+
+
+def test_the_shipped_defaults_are_the_documented_picks() -> None:
+    """`sama edit --cache fbc|taylorseer` without a value uses what docs/caches.md (make caches) picked."""
+    import json
+    from pathlib import Path
+
+    from sama_cli.edit.speed import CACHES
+
+    record = json.loads((Path(__file__).resolve().parent.parent / "docs" / "caches.json").read_text())
+    for name, pick in record["summary"]["defaults"].items():
+        assert pick == f"{name}:{CACHES[name][1]:g}", (name, pick)
