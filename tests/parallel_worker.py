@@ -9,7 +9,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from sama_cli.edit.parallel import ParallelEdit, choose_layout
+from sama_cli.edit.multigpu import ParallelEdit, choose_layout
 from sama_cli.edit.sampler import SamplingConfig, sample
 from sama_cli.model.config import from_preset
 from sama_cli.model.transformer import build_model

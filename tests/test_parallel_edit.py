@@ -1,4 +1,4 @@
-"""Multi-rank editing (edit/parallel.py) under torchrun with gloo: every layout gives the one-process edit."""
+"""Multi-rank editing (edit/multigpu.py) under torchrun with gloo: every layout gives the one-process edit."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from conftest import REAL_FIXTURES
 
 from sama_cli.core.errors import ConfigError
-from sama_cli.edit.parallel import Layout, choose_layout
+from sama_cli.edit.multigpu import Layout, choose_layout
 from sama_cli.io.video import read_video
 
 REPO = Path(__file__).resolve().parent.parent

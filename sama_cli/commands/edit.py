@@ -173,7 +173,7 @@ def edit(
                          compile_blocks=compile_, loras=[parse_lora_arg(x) for x in lora])
     sampling, settings = request.resolve(editor.defaults)  # flags, else what the checkpoint records, else release
     if dist is not None:
-        from sama_cli.edit.parallel import ParallelEdit, choose_layout, guidance_branches
+        from sama_cli.edit.multigpu import ParallelEdit, choose_layout, guidance_branches
 
         layout = choose_layout(dist.world, guidance_branches(sampling), editor.model.config.num_heads, parallel)
         editor.set_parallel(ParallelEdit(layout, dist.rank))
@@ -245,7 +245,7 @@ def _plan(src: Path | None, frames: int | None, model: str | None, base: str | N
           "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}.get(dtype)
     if dt is None:
         raise ConfigError(f"--dtype {dtype!r}: give auto, bf16, fp16 or fp32")
-    from sama_cli.edit.parallel import guidance_branches
+    from sama_cli.edit.multigpu import guidance_branches
 
     if ranks < 1:
         raise ConfigError(f"--plan-ranks must be at least 1, not {ranks}")

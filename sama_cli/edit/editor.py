@@ -191,7 +191,7 @@ class EditReport:
     cache: str | None = None  # the step cache used, e.g. fbc:0.05
     blocks_skipped: float = 0.0  # fraction of the blocks' self-attention evaluations a step cache served
     ranks: int = 1  # processes that denoised it (torchrun)
-    layout: str = "one rank"  # how they shared it (edit/parallel.py Layout.describe)
+    layout: str = "one rank"  # how they shared it (edit/multigpu.py Layout.describe)
 
     @property
     def seconds_per_step(self) -> float:
@@ -233,7 +233,7 @@ class Editor:
         self.defaults = defaults or ModelDefaults()
         self._cache: tuple[str, int] | None = None  # (cache spec, steps) on the model now
         self.dit_resident = dit_resident  # the DiT places its own blocks (group offloading): never moved
-        self.parallel = None  # edit/parallel.py ParallelEdit: this rank's share of a multi-rank edit
+        self.parallel = None  # edit/multigpu.py ParallelEdit: this rank's share of a multi-rank edit
         self.loras: list[dict] = []  # LoRA files folded into the DiT (load_editor), for the summary
         if parallel is not None:
             self.set_parallel(parallel)

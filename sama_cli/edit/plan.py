@@ -59,7 +59,7 @@ class PlanRequest:
     offload: str = "none"  # none | model | group
     tiling: bool = False
     gpu_memory_gb: float | None = None
-    ranks: int = 1  # torchrun processes sharing the edit (edit/parallel.py); the figures are per rank
+    ranks: int = 1  # torchrun processes sharing the edit (edit/multigpu.py); the figures are per rank
     parallel: str = "auto"  # auto | sequence | guidance, as `sama edit --parallel`
 
 
@@ -241,7 +241,7 @@ def make_plan(parts: Parts, req: PlanRequest) -> Plan:
     """Memory figures are one rank's: with several, each holds the whole DiT, runs its guidance branches
     (guidance-parallel) on its part of the sequence (sequence-parallel: 1/S of the tokens, or every key and
     value with kv-gather)."""
-    from sama_cli.edit.parallel import choose_layout
+    from sama_cli.edit.multigpu import choose_layout
     from sama_cli.edit.windows import WindowPlan, default_overlap, latent_frames
 
     if req.offload not in ("none", "model", "group"):

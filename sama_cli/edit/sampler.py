@@ -123,7 +123,7 @@ class Guided:
     def __init__(self, model: SamaTransformer, cfg: SamplingConfig, use_cfg: bool, batch: bool = True,
                  parallel=None):
         self.model, self.cfg, self.use_cfg, self.batch, self.dtype = model, cfg, use_cfg, batch, model.dtype
-        self.parallel = parallel  # edit/parallel.py GuidanceParallel: the branches over rank groups
+        self.parallel = parallel  # edit/multigpu.py GuidanceParallel: the branches over rank groups
         self.forwards = 0  # model calls so far (a batched call counts once)
         # step caches (edit/speed.py) keep one state per call site: guidance branch(es) and window group
         self.cached = bool(getattr(getattr(model, "backbone", None), "is_cache_enabled", False))
@@ -248,7 +248,7 @@ def sample(
     `windows` (edit/windows.py): a clip longer than the model's window is denoised as one trajectory whose
     velocity blends the windows'; with one window (or None) this is the plain loop, bit for bit.
     `batch_guidance`: the guidance branches in one forward where their shapes allow (Guided).
-    `parallel` (edit/parallel.py ParallelEdit): this rank's share of a multi-rank edit; the sequence split is
+    `parallel` (edit/multigpu.py ParallelEdit): this rank's share of a multi-rank edit; the sequence split is
     on the model already (`ParallelEdit.attach`), the guidance split happens here.
     """
     cfg.validate()

@@ -77,7 +77,7 @@ class SamaTransformer(nn.Module):
         )
         self.semantic_head = SemanticHead(config.dim, config.semantic_dim, config.eps)
         self.gradient_checkpointing = False
-        # multi-rank editing (edit/parallel.py): this rank runs the blocks on its part of the sequence
+        # multi-rank editing (edit/multigpu.py): this rank runs the blocks on its part of the sequence
         self.sequence_parallel = None
 
     # ---- helpers ------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ def _timed(fn) -> float:
 def main(out: str, steps: int, repeats: int) -> None:
     import torch.distributed as dist
 
-    from sama_cli.edit.parallel import ParallelEdit, choose_layout
+    from sama_cli.edit.multigpu import ParallelEdit, choose_layout
     from sama_cli.edit.sampler import SamplingConfig, sample
     from sama_cli.model.config import from_preset
     from sama_cli.model.transformer import build_model
