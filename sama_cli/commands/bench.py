@@ -1,4 +1,5 @@
-"""`sama bench run | compare | filter`: judged and exact evaluation of edits, and data filtering."""
+"""`sama bench run | compare | page | filter`: judged and exact evaluation of edits, their HTML pages, and data
+filtering."""
 
 from __future__ import annotations
 
@@ -63,8 +64,9 @@ def run(
                         use_cache=not no_cache, split=split)
     err.print((out / "report.md").read_text())
     err.print(f"report: {out}")
+    err.print(f"page: {out / 'index.html'} (source and edit side by side, every sample's scores)")
     if as_json:
-        sys.stdout.write(json.dumps(summary, default=str) + "\n")
+        sys.stdout.write(json.dumps({**summary, "page": str(out / "index.html")}, default=str) + "\n")
     if summary["failed"]:
         err.print(f"[yellow]{summary['failed']} samples failed (see scores.jsonl)[/yellow]")
         raise typer.Exit(EXIT_FAILED)
@@ -73,7 +75,9 @@ def run(
 @bench_app.command("compare", no_args_is_help=True)
 def compare(report_a: Path = typer.Argument(..., help="Report folder A."),
             report_b: Path = typer.Argument(..., help="Report folder B."),
-            as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout.")) -> None:
+            out: Path = typer.Option(None, "-o", "--out", help="Also write OUT/index.html: each sample's source, "
+                                     "A's edit and B's edit side by side with both scores and the change."),
+            as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout (the per-category rows).")) -> None:
     """Per-category difference B - A of two reports of the same benchmark."""
     from rich.table import Table
 
@@ -92,8 +96,27 @@ def compare(report_a: Path = typer.Argument(..., help="Report folder A."),
         f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
         table.add_row(r["category"], f(r["a"]), f(r["b"]), f(r["delta"]))
     err.print(table)
+    if out is not None:
+        from sama_cli.eval.report import compare_page
+
+        err.print(f"page: {compare_page(report_a, report_b, out)} (both edits of each sample beside the source)")
     if as_json:
         sys.stdout.write(json.dumps(rows) + "\n")
+
+
+@bench_app.command("page", no_args_is_help=True)
+def page(report: Path = typer.Argument(..., help="A report folder of `sama bench run`."),
+         data: Path = typer.Option(None, "--data", help="The benchmark's folder, for reports whose rows do not "
+                                   "record their source videos (written before pages existed)."),
+         as_json: bool = typer.Option(False, "--json", help="Print {\"page\": path} on stdout.")) -> None:
+    """Write (again) REPORT/index.html from the report's summary.json and scores.jsonl."""
+    from sama_cli.eval.report import page_from_report
+
+    _benchmarks()
+    path = page_from_report(report, data)
+    err.print(f"page: {path}")
+    if as_json:
+        sys.stdout.write(json.dumps({"page": str(path)}) + "\n")
 
 
 @bench_app.command("filter", no_args_is_help=True)

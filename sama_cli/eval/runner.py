@@ -81,7 +81,7 @@ def weight_free(edit, source_info) -> dict[str, float]:
 
 def base_row(adapter: Adapter, s: BenchSample) -> dict[str, Any]:
     return {"id": s.id, "category": s.category, "instruction": s.instruction,
-            "edit": str(s.edit) if s.edit else None, "benchmark": adapter.name,
+            "source": str(s.source), "edit": str(s.edit) if s.edit else None, "benchmark": adapter.name,
             "prompt_version": adapter.prompt_version, "wording": adapter.wording_label(s.category),
             "split": s.extra.get("split")}
 
