@@ -197,9 +197,13 @@ def edit(
             teardown()
     batch.failed[:0] = bad_rows  # rows the manifest could not give (no video, missing file): failed, not fatal
     if editor.writes:
+        from sama_cli.eval.gallery import edit_page
+
         _print_summary(batch.done, batch.failed, batch.skipped)
+        page = edit_page(out, rows, batch.done, batch.failed)
+        info(f"page: {page} (source | edit, instruction, timings)")
         if as_json:
-            sys.stdout.write(json.dumps({**batch.as_dict(), "loras": editor.loras}) + "\n")
+            sys.stdout.write(json.dumps({**batch.as_dict(), "loras": editor.loras, "page": str(page)}) + "\n")
     if batch.failed:
         raise typer.Exit(EXIT_FAILED)
 
