@@ -83,6 +83,31 @@ def _shipped_line(meta: dict, recipe: str | None, shipped: float, ours: float) -
             f"accuracy {shipped:.3f}; this run ({recipe}) {ours:.3f}")
 
 
+def pages(demo: Path) -> list[Path]:
+    """Print where the report pages are (open them in a browser: source and edit play side by side) and
+    save a screenshot of stage 1's, report/index.png, when headless Chromium is there; without it, one line
+    says so and how to get it. Returns the screenshots written."""
+    from sama_cli.eval import browser
+
+    found = [demo / folder / "index.html" for _, folder in ARMS if (demo / folder / "index.html").is_file()]
+    for page in found:
+        err.print(f"page: {page}")
+    main_page = demo / "report" / "index.html"
+    if main_page not in found:
+        return []
+    why = browser.find()
+    if isinstance(why, str):
+        err.print(f"screenshot skipped: {why}")
+        return []
+    try:
+        png = browser.screenshot(main_page, main_page.with_suffix(".png"), 1280, 1300)
+    except Exception as e:  # noqa: BLE001 - a screenshot is a nicety: the demo's result stands without it
+        err.print(f"screenshot skipped: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        return []
+    err.print(f"screenshot of the page: {png}")
+    return [png]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args:
@@ -116,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     err.print(f"side-by-side videos (source | edit): {demo / 'edits'}/*.sbs.mp4 ({len(sbs)} clips)")
     err.print(f"loss curves: {demo / 'stage0' / 'loss.png'}, {demo / 'stage1' / 'loss.png'}")
     err.print(f"reports: {demo / 'report' / 'report.md'} (and report_stage0/, report_source/)")
+    pages(demo)
     err.print(f"the trained model: {demo / 'stage1' / 'export' / 'ema'} -> sama edit CLIP \"...\" --model <that> -o out.mp4")
     shipped = meta.get("toy_bench")
     if shipped and "test" in shipped and "test" in scores:
