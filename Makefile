@@ -34,6 +34,12 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## create .venv and install sama with its dev extras
 
 test: $(STAMP)  ## run the test suite (CPU, two workers, ~10 min on 2 cores)
+	@# the gallery tests play pages in headless Chromium: installed here when root on Debian, else they skip
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! { command -v chromium && command -v chromedriver; } >/dev/null; then \
+	  echo "installing chromium and chromium-driver (apt-get) for the gallery tests"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
+	  || echo "could not install chromium: the gallery browser tests will skip"; fi
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)  ## ruff check
