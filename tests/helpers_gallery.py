@@ -27,11 +27,6 @@ SAMPLES = {
 JUDGED = {"a": 8.0, "b": 4.0}  # c: the judge fails (no score), d: no edited video
 
 
-def seconds(sid: str) -> float:
-    frames, fps = SAMPLES[sid][:2]
-    return frames / fps
-
-
 def moving_square(frames: int, value: int) -> torch.Tensor:
     """(T, 32, 32, 3): a square moving one step right per frame, so that each frame differs."""
     video = torch.full((frames, 32, 32, 3), 30, dtype=torch.uint8)
