@@ -194,3 +194,30 @@ def test_kind_weights_repeat_kinds_in_turn(tmp_path: Path) -> None:
                          capture_output=True, text=True)
     assert res.returncode != 0 and "--kind-weights: unknown edit kind 'paint'" in res.stderr
     assert not (tmp_path / "t").exists()
+
+
+def test_grid_keeps_every_centre_on_its_lattice_through_bounces(tmp_path: Path) -> None:
+    """`--grid g`: objects' centres lie on multiples of g pixels in every frame, bounces included (a fold at
+    r and 32 - r maps the lattice onto itself only when 2r is a multiple of g: grid 4 keeps the 6-px radius,
+    and the 0.7 x 6 = 4.2-px objects that "add" puts on it); grid 1 is the world as it was."""
+    from sama_cli.toy.world import centre_of, radii
+
+    assert radii(32, 1) == [5, 6] and radii(32, 2) == [5, 6] and radii(32, 4) == [6]
+    for grid in (2, 4):
+        samples = generate(60, 6, 6, seed=4, size=32, frames=9, grid=grid)
+        steps = set()
+        for s in samples:
+            for scene in filter(None, (s.source, s.target)):
+                for i, obj in enumerate(scene.objects):
+                    path = [centre_of(scene, i, t) for t in range(scene.frames)]
+                    assert all(x % grid == 0 and y % grid == 0 for x, y in path), (grid, s.id, path)
+                    steps |= {(abs(b[0] - a[0]), abs(b[1] - a[1])) for a, b in zip(path, path[1:], strict=False)}
+                    if obj.on is None:
+                        assert {abs(obj.vx), abs(obj.vy)} <= {0.0, float(grid)} and (obj.vx or obj.vy)
+        # one lattice step a frame, or a bounce that folds part of one back (never a jump)
+        assert max(max(d) for d in steps) <= grid
+    assert [s.record(8) for s in generate(8, 2, 2, seed=1, grid=1)] == [s.record(8) for s in generate(8, 2, 2, seed=1)]
+    res = subprocess.run([sys.executable, "-m", "sama_cli", "synth", str(tmp_path / "g"), "--grid", "3"],
+                         capture_output=True, text=True)
+    assert res.returncode != 0 and "--grid must be 1, 2 or 4 pixels, not 3" in res.stderr
+    assert not (tmp_path / "g").exists()

@@ -14,7 +14,8 @@ from sama_cli.core.console import err, progress
 
 
 def synthesize(out: Path, *, clips: int, images: int, t2v: int, seed: int, size: int, frames: int, fps: float,
-               heldout_frac: float, test_frac: float = 0.15, kind_weights: dict[str, int] | None = None) -> dict:
+               heldout_frac: float, test_frac: float = 0.15, kind_weights: dict[str, int] | None = None,
+               grid: int = 1) -> dict:
     """Library entry point: write the toy world under `out` and return a summary."""
     from sama_cli.core.errors import ConfigError
     from sama_cli.io.artifacts import atomic_write_text
@@ -26,11 +27,13 @@ def synthesize(out: Path, *, clips: int, images: int, t2v: int, seed: int, size:
         raise ConfigError(f"--frames must be 4k+1 (5, 9, 13, ...), not {frames}")
     if size < 16 or size % 8:
         raise ConfigError(f"--size must be a multiple of 8 and at least 16, not {size}")
+    if grid not in (1, 2, 4):
+        raise ConfigError(f"--grid must be 1, 2 or 4 pixels, not {grid}")
     try:
         samples = generate(clips, images, t2v, seed=seed, size=size, frames=frames, heldout_frac=heldout_frac,
-                           test_frac=test_frac, kind_weights=kind_weights)
+                           test_frac=test_frac, kind_weights=kind_weights, grid=grid)
     except ValueError as e:
-        raise ConfigError(f"--kind-weights: {e}") from None
+        raise ConfigError(f"--kind-weights: {e}" if "kind" in str(e) else f"--grid: {e}") from None
     rows = []
     for s in progress(samples, "synth"):
         record = s.record(fps)
@@ -72,6 +75,8 @@ def synth(
                                     "(clips never trained on, seen combos)."),
     kind_weights: str = typer.Option("", "--kind-weights", help="How often each edit kind comes round, e.g. "
                                      "recolour=2,add=2 (the others 1; 0 leaves a kind out). Default: all equal."),
+    grid: int = typer.Option(1, "--grid", help="Objects' centres and per-frame steps on this pixel lattice (1, 2 "
+                             "or 4; 4 = the 4x4 cell of a pixel:s4 token)."),
     stdout: bool = typer.Option(False, "--stdout", help="Also write the manifest's rows to stdout (absolute "
                                 "paths), for pipes: sama synth toy --stdout | sama encode - -o lat."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
@@ -90,7 +95,7 @@ def synth(
         weights[kind.strip()] = int(value)
     t0 = time.perf_counter()
     summary = synthesize(out, clips=clips, images=images, t2v=t2v, seed=seed, size=size, frames=frames, fps=fps,
-                         heldout_frac=heldout_frac, test_frac=test_frac, kind_weights=weights)
+                         heldout_frac=heldout_frac, test_frac=test_frac, kind_weights=weights, grid=grid)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     err.print(f"[bold]sama synth[/bold]: {summary['rows']} rows {summary['kinds']}, splits {summary['splits']}, "
               f"edits {summary['edits']} in {summary['seconds']}s -> {summary['manifest']}")

@@ -188,13 +188,33 @@ def _describe(obj: Obj) -> str:
 MOVES = tuple((dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1) if dx or dy)
 
 
-def random_object(rng: random.Random, scene: Scene, colour: str | None = None, shape: str | None = None) -> Obj:
+def radii(side: int, grid: int = 1) -> list[int]:
+    """The whole-pixel radii of objects in a `side`-pixel frame whose objects live on a `grid`-pixel lattice:
+    5-6 px at 32, keeping those that stay on the lattice when they bounce (a fold at r and side - r maps the
+    lattice onto itself when 2r and 2(side - 2r) are multiples of the grid: grid 4 keeps even radii)."""
+    lo, hi = max(2, round(0.15 * side)), max(2, round(0.19 * side))
+    keep = [r for r in range(lo, hi + 1) if (2 * r) % grid == 0 and (2 * (side - 2 * r)) % grid == 0]
+    if not keep:
+        raise ValueError(f"no object radius in {lo}-{hi} px stays on a {grid}-px grid in a {side}-px frame")
+    return keep
+
+
+def random_object(rng: random.Random, scene: Scene, colour: str | None = None, shape: str | None = None,
+                  grid: int = 1) -> Obj:
+    """A new object with its centre on the `grid`-pixel lattice and a velocity of one lattice step in one of
+    the 8 king's directions (grid 1 draws exactly what it drew before the option existed)."""
     side = min(scene.height, scene.width)
-    r = rng.randint(max(2, round(0.15 * side)), max(2, round(0.19 * side)))  # 5-6 px at 32
+    if grid == 1:
+        r = rng.randint(max(2, round(0.15 * side)), max(2, round(0.19 * side)))  # 5-6 px at 32
+    else:
+        r = rng.choice(radii(side, grid))
     vx, vy = rng.choice(MOVES)
+
+    def place(size: int) -> float:
+        return float(grid * rng.randint(-(-r // grid), (size - r) // grid))
+
     return Obj(shape=shape or rng.choice(SHAPES), colour=colour or rng.choice(list(PALETTE)), radius=float(r),
-               x=float(rng.randint(r, scene.width - r)), y=float(rng.randint(r, scene.height - r)),
-               vx=float(vx), vy=float(vy))
+               x=place(scene.width), y=place(scene.height), vx=float(grid * vx), vy=float(grid * vy))
 
 
 TEMPLATES = {
@@ -295,14 +315,19 @@ def caption(scene: Scene) -> str:
     return template.format(things=listed, bg=bg)
 
 
-def random_scene(rng: random.Random, height: int, width: int, frames: int, n_objects: int | None = None) -> Scene:
+def random_scene(rng: random.Random, height: int, width: int, frames: int, n_objects: int | None = None,
+                 grid: int = 1) -> Scene:
     scene = Scene(height=height, width=width, frames=frames, background=rng.choice(list(BACKGROUNDS)))
     if rng.random() < 0.25:
         scene.gradient = rng.choice([b for b in BACKGROUNDS if b != scene.background])
     n = n_objects or rng.randint(1, 3)
     combos = set()
+    tries = 0
     while len(scene.objects) < n:
-        o = random_object(rng, scene)
+        tries += 1
+        if tries % 1000 == 0:  # a dead end (on a coarse grid the first objects can leave no room): start again
+            scene.objects, combos = [], set()
+        o = random_object(rng, scene, grid=grid)
         # not started on top of another: on the pixel grid, two at one place with one velocity hide each other
         # in every frame, and an edit of the hidden one would change nothing
         crowded = any(math.hypot(o.x - p.x, o.y - p.y) < 0.75 * (o.radius + p.radius) for p in scene.objects)
@@ -432,11 +457,12 @@ def kind_cycle(weights: dict[str, int] | None = None) -> tuple[str, ...]:
 
 def generate(n_video: int, n_image: int, n_t2v: int, *, seed: int, size: int = 32, frames: int = 9,
              heldout_frac: float = 0.2, test_frac: float = 0.15,
-             kind_weights: dict[str, int] | None = None) -> list[ToySample]:
+             kind_weights: dict[str, int] | None = None, grid: int = 1) -> list[ToySample]:
     """Deterministic toy samples: video edits (every edit kind), image edits (one-frame scenes) and
     t2v clips. Each sample draws from its own seeded RNG, so the i-th sample does not change when
-    counts change. `kind_weights` (kind_cycle): how often each edit kind comes round. Splits: `heldout` (the edit produces a held-out colour/shape combination: tests
-    composition), `test` (a share `test_frac` of the other edits: clips never trained on, combinations
+    counts change. `kind_weights` (kind_cycle): how often each edit kind comes round. `grid`: objects' centres
+    and steps lie on this pixel lattice (random_object). Splits: `heldout` (the edit produces a held-out
+    colour/shape combination: tests composition), `test` (a share `test_frac` of the other edits: clips never trained on, combinations
     seen in training), `train` (the rest)."""
     out: list[ToySample] = []
     cycle = kind_cycle(kind_weights)
@@ -446,7 +472,7 @@ def generate(n_video: int, n_image: int, n_t2v: int, *, seed: int, size: int = 3
         kind = cycle[i % len(cycle)]
         heldout = kind in ("recolour", "replace", "add") and rng.random() < heldout_frac * len(EDIT_KINDS) / 3
         for _ in range(100):
-            src = random_scene(rng, size, size, 1 if image else frames)
+            src = random_scene(rng, size, size, 1 if image else frames, grid=grid)
             made = make_edit(rng, src, kind, heldout if kind in ("recolour", "replace", "add") else None)
             # an edit must change something (grayscale of a white square on white does not)
             if made is not None and not torch.equal(render(src), render(made[0])):
@@ -460,5 +486,5 @@ def generate(n_video: int, n_image: int, n_t2v: int, *, seed: int, size: int = 3
         out.append(ToySample(sid, "image_edit" if image else "video_edit", split, src, tgt, edit))
     for i in range(n_t2v):
         rng = random.Random(f"{seed}:t2v:{i}")
-        out.append(ToySample(f"t2v{i:04d}", "t2v", "train", None, random_scene(rng, size, size, frames), None))
+        out.append(ToySample(f"t2v{i:04d}", "t2v", "train", None, random_scene(rng, size, size, frames, grid=grid), None))
     return out
