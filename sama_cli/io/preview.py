@@ -21,6 +21,7 @@ from sama_cli.io.video import VideoInfo, is_image, probe, read_video, resize_fra
 PLAYABLE = {(".mp4", "h264", "yuv420p"), (".m4v", "h264", "yuv420p"), (".mp4", "vp9", "yuv420p"),
             (".webm", "vp9", "yuv420p"), (".webm", "vp8", "yuv420p")}
 BROWSER_IMAGES = (".png", ".jpg", ".jpeg", ".webp")
+SMALL_SIDE = 128  # clips whose longer side is at most half this are previewed at an even multiple of their size
 
 
 @dataclass
@@ -72,16 +73,23 @@ def playable(path: str | Path, previews: Path, max_side: int = 480) -> Playable:
     if plays_in_browser(info):
         return Playable(path, info.frames, info.fps, info.width, info.height)
     h, w = preview_size(info.height, info.width, max_side)
+    # a tiny clip (the toy world's 32x32) is blown up by whole pixels first: 4:2:0 keeps one colour per 2x2
+    # pixels, which would smear every 1-px edge of a 32x32 frame into its neighbours
+    k = max(1, 2 * (SMALL_SIDE // (2 * max(info.height, info.width))))  # even: even sides, no padding
     target = previews / f"{_name(path)}.mp4"
     if not _fresh(target, path):
         video = read_video(path)
         frames = video.frames
-        if (h, w) != (info.height, info.width):
+        if k > 1:
+            frames = frames.repeat_interleave(k, dim=1).repeat_interleave(k, dim=2)
+        elif (h, w) != (info.height, info.width):
             frames = resize_frames(frames, (h, w), mode="stretch")
         write_video(target, frames, info.fps, crf=20)
     what = f"{info.codec} {info.pix_fmt}".strip() + f" {path.suffix.lstrip('.').upper()}".rstrip()
     changed = ""
-    if (h, w) != (info.height, info.width):
+    if k > 1:
+        changed = f", {k}x its pixels (nearest) so that 4:2:0 does not smear its edges"
+    elif (h, w) != (info.height, info.width):
         scaled = max(h, w) < max(info.height, info.width) - 1
         changed = f", {'scaled' if scaled else 'padded'} from {info.width}x{info.height} to {w}x{h}"
     return Playable(target, info.frames, info.fps, info.width, info.height,
