@@ -76,7 +76,7 @@ def playable(path: str | Path, previews: Path, max_side: int = 480) -> Playable:
     # a tiny clip (the toy world's 32x32) is blown up by whole pixels first: 4:2:0 keeps one colour per 2x2
     # pixels, which would smear every 1-px edge of a 32x32 frame into its neighbours
     k = max(1, 2 * (SMALL_SIDE // (2 * max(info.height, info.width))))  # even: even sides, no padding
-    target = previews / f"{_name(path)}.mp4"
+    target = previews / f"{_name(path, f'{max_side}/{k}')}.mp4"
     if not _fresh(target, path):
         video = read_video(path)
         frames = video.frames
@@ -108,9 +108,10 @@ def try_playable(path: str | Path | None, previews: Path, max_side: int = 480) -
         return f"{path}: {type(e).__name__}: {e}"
 
 
-def _name(path: Path) -> str:
-    """A file name for the preview of `path`: its stem, made safe, and a hash of its full path."""
-    full = str(path.resolve())
+def _name(path: Path, how: str = "") -> str:
+    """A file name for the preview of `path`: its stem, made safe, and a hash of its full path and of `how`
+    the preview is made (its size rules), so that a preview made by other rules is never taken for it."""
+    full = f"{path.resolve()}|{how}"
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem)[:60]
     return f"{stem}-{hashlib.sha1(full.encode()).hexdigest()[:10]}"
 
