@@ -53,8 +53,8 @@ def test_a_clip_the_browser_plays_is_shown_as_it_is(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("height", "width", "frames", "fps", "expect", "said"), [
-    (32, 32, 5, 5.0, (128, 128), "4x its pixels (nearest)"),  # a toy clip: 4:2:0 would smear its 1-px edges
-    (31, 33, 7, 7.0, (62, 66), "2x its pixels (nearest)"),  # an even multiple: even sides
+    (32, 32, 5, 5.0, (128, 128), "shown 4x by whole pixels"),  # a toy clip: 4:2:0 would smear its 1-px edges
+    (31, 33, 7, 7.0, (62, 66), "shown 2x by whole pixels"),  # an even multiple: even sides
     (65, 67, 3, 7.0, (66, 68), "padded from 67x65 to 68x66"),  # 4:2:0 needs even sides
     (100, 300, 3, 10.0, (54, 160), "scaled from 300x100 to 160x54"),  # longer side to max_side=160
 ])

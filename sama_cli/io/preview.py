@@ -88,7 +88,7 @@ def playable(path: str | Path, previews: Path, max_side: int = 480) -> Playable:
     what = f"{info.codec} {info.pix_fmt}".strip() + f" {path.suffix.lstrip('.').upper()}".rstrip()
     changed = ""
     if k > 1:
-        changed = f", {k}x its pixels (nearest) so that 4:2:0 does not smear its edges"
+        changed = f", shown {k}x by whole pixels"
     elif (h, w) != (info.height, info.width):
         scaled = max(h, w) < max(info.height, info.width) - 1
         changed = f", {'scaled' if scaled else 'padded'} from {info.width}x{info.height} to {w}x{h}"
