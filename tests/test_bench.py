@@ -507,6 +507,18 @@ def test_toy_summary_has_each_kind_per_split() -> None:
     assert s["heldout"]["recolour"]["psnr"] == pytest.approx(0.6)
 
 
+def test_toy_summary_reports_the_opt_in_kinds() -> None:
+    """`make toy-lora` scores `recolour_new` (issue 18): a summary that dropped it had no row for the very
+    edit the LoRA learns. Default data have none, and then no row appears for it."""
+    keys = ("edit_accuracy", "preservation_psnr", "preservation_ssim", "trajectory_error", "psnr")
+    rows = [{"category": c, "split": "test", "scores": dict.fromkeys(keys, v)}
+            for c, v in (("recolour_new", 0.25), ("recolour_new", 0.75), ("remove", 1.0))]
+    s = ToyBench().summarize(rows)
+    assert s["split_categories"]["test"]["recolour_new"]["edit_accuracy"] == pytest.approx(0.5)
+    assert s["categories"]["recolour_new"]["psnr"] == pytest.approx(0.5)
+    assert "recolour_new" not in ToyBench().summarize(rows[2:])["categories"]
+
+
 # ---- the data filter ---------------------------------------------------------------------------------------
 def test_filter_keeps_rows_that_pass_the_papers_thresholds(tmp_path: Path) -> None:
     rows = []

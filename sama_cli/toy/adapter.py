@@ -12,7 +12,7 @@ from typing import Any
 from sama_cli.core.errors import InputError
 from sama_cli.eval.adapters import Adapter, BenchSample, register
 from sama_cli.io.manifest import read_manifest
-from sama_cli.toy.world import load_scene_record, oracle_scores
+from sama_cli.toy.world import ALL_KINDS, load_scene_record, oracle_scores
 
 TOY_METRICS = ("edit_accuracy", "preservation_psnr", "preservation_ssim", "trajectory_error", "psnr")
 
@@ -26,7 +26,7 @@ class ToyBench(Adapter):
     headline = "edit_accuracy"
     metric_note = ("edit_accuracy: share of edit-mask pixels within tolerance of the truth (1 = exact); "
                    "PSNR in dB (100 = exact); trajectory_error in pixels (lower is better).")
-    categories = ["recolour", "replace", "remove", "add", "background", "style"]
+    categories = list(ALL_KINDS)  # the opt-in kinds too (recolour_new, `make toy-lora`): a summary lists those it has
     paper_rows = []
 
     def samples(self, data: Path) -> list[BenchSample]:
