@@ -17,7 +17,7 @@ from helpers_train import tiny_recipe_overrides, write_artifact_manifest
 from sama_cli.core.errors import ConfigError
 from sama_cli.data.dataset import ArtifactDataset, BucketSampler
 from sama_cli.edit.sampler import SamplingConfig, sample
-from sama_cli.model.flow import release_training_weights, sama_loss
+from sama_cli.model.flow import change_weights, release_training_weights, sama_loss
 from sama_cli.model.transformer import SamaOutput, SamaTransformer
 from sama_cli.train import loop as sama_train
 from sama_cli.train.recipe import load_recipe
@@ -84,6 +84,47 @@ def test_flow_loss_is_weighted_per_sample_and_the_semantic_loss_is_not() -> None
     assert float(parts.total) == pytest.approx(4.35)
     unweighted = sama_loss(pred, target, sem_pred, sem_target, semantic_weight=0.1)
     assert float(unweighted.flow) == pytest.approx(2.5) and float(unweighted.total) == pytest.approx(2.6)
+
+
+def test_change_weights_weigh_the_positions_an_edit_changes_by_hand() -> None:
+    """train.change_weight (ours, issue 19): 1 + strength where the target differs from the source by more
+    than the threshold in some channel, normalised per sample. Sample 0: position 1 changed (0.5 > 0.1; 0.05
+    at position 3 is under it): w = [1, 4, 1, 1] / (7/4). Sample 1: channel 1 changed at position 0 only."""
+    target = torch.zeros(2, 2, 1, 1, 4)
+    target[0, 0, 0, 0] = torch.tensor([0.0, 0.5, 0.0, 0.05])
+    target[1, 1, 0, 0, 0] = -0.2  # a change in one channel is a change of the position
+    w = change_weights(target, torch.zeros_like(target), strength=3.0, threshold=0.1)
+    assert w.shape == (2, 1, 1, 1, 4)
+    assert w[0].flatten().tolist() == pytest.approx([4 / 7, 16 / 7, 4 / 7, 4 / 7])
+    assert w[1].flatten().tolist() == pytest.approx([16 / 7, 4 / 7, 4 / 7, 4 / 7])
+    # everything changed (a whole-frame edit) or nothing: uniform
+    assert change_weights(torch.ones(1, 1, 1, 2, 2), torch.zeros(1, 1, 1, 2, 2), 3.0, 0.1).flatten().tolist() == [1.0] * 4
+    assert change_weights(torch.ones(1, 1, 1, 2, 2), torch.ones(1, 1, 1, 2, 2), 3.0, 0.1).flatten().tolist() == [1.0] * 4
+    # in the loss: errors [1, 4, 0, 0] weighted [4, 16, 4, 4] / 7 -> (4 + 64) / 7 / 4 = 17 / 7 (unweighted 5 / 4)
+    pred, tgt = torch.zeros(1, 1, 1, 1, 4), torch.tensor([1.0, 2.0, 0.0, 0.0]).view(1, 1, 1, 1, 4)
+    assert float(sama_loss(pred, tgt, position_weights=w[:1]).flow) == pytest.approx(17 / 7)
+    assert float(sama_loss(pred, tgt).flow) == pytest.approx(5 / 4)
+    # with per-sample weights too: 0.5 * 17 / 7
+    assert float(sama_loss(pred, tgt, weights=torch.tensor([0.5]), position_weights=w[:1]).flow) == pytest.approx(8.5 / 7)
+
+
+@pytest.mark.parametrize("strength", [0.0, 3.0])
+def test_the_loop_passes_change_weights_of_the_pairs_latents(tmp_path: Path, monkeypatch, strength: float) -> None:
+    """Off (0, the default): no position weights. On: one per latent position of each pair; the test data's
+    "edit" (negate and mirror) changes every position, so they are all 1 (the normalisation)."""
+    manifest = write_artifact_manifest(tmp_path / "data")
+    run = sama_train.build(recipe_for(manifest, tmp_path / "run", 1, **{"train.change_weight": strength,
+                                                                         "data.video_batch": 2}))
+    seen: list = []
+    real = sama_train.sama_loss
+    monkeypatch.setattr(sama_train, "sama_loss", lambda *a, **k: seen.append(k["position_weights"]) or real(*a, **k))
+    sama_train.train_step(run, 0)
+    if strength == 0:
+        assert seen == [None]
+    else:
+        assert tuple(seen[0].shape) == (2, 1, 2, 4, 4) and seen[0].flatten().tolist() == pytest.approx([1.0] * 64)
+    with pytest.raises(ConfigError, match="train.change_weight and train.change_threshold must be >= 0"):
+        recipe_for(manifest, tmp_path / "run2", 1, **{"train.change_weight": -1.0})
 
 
 @pytest.mark.parametrize("weighting", ["release", "none"])

@@ -133,11 +133,23 @@ class LossParts:
                 "loss_sem": float(self.semantic.detach())}
 
 
+def change_weights(target: torch.Tensor, source: torch.Tensor, strength: float, threshold: float) -> torch.Tensor:
+    """(B, 1, T, H, W) flow-loss weights of an edit pair's latent positions (`train.change_weight`, ours):
+    1 + strength where the target differs from the source by more than `threshold` in some channel, 1
+    elsewhere, divided by each sample's mean, so a sample weighs as much as before and only its positions
+    are weighted against each other (a whole-frame edit, all changed, stays uniform). `target`, `source`:
+    (B, C, T, H, W) clean latents of one grid."""
+    changed = (target.float() - source.float()).abs().amax(1, keepdim=True) > threshold
+    w = 1.0 + strength * changed.float()
+    return w / w.mean(dim=(1, 2, 3, 4), keepdim=True)
+
+
 def sama_loss(video_pred: torch.Tensor, video_target: torch.Tensor, semantic_pred: torch.Tensor | None = None,
               semantic_target: torch.Tensor | None = None, semantic_weight: float = 0.1,
-              weights: torch.Tensor | None = None) -> LossParts:
+              weights: torch.Tensor | None = None, position_weights: torch.Tensor | None = None) -> LossParts:
     """L = MSE(v, eps - x0) + lambda * L1(sem_pred, eps_s - s)   (docs/sama.md §3, lambda = 0.1).
 
+    `position_weights` (B, 1, T, H, W), from `change_weights`: each sample's MSE weighs its positions.
     `weights` (B,): the flow term becomes the mean over samples of weight x that sample's MSE, as the
     release weights each sample's loss by its timestep (`loss * training_weight(timestep)`, one sample a
     call). The semantic term is not weighted: the release computes L_sem apart (model_fn_wan_video
@@ -147,11 +159,15 @@ def sama_loss(video_pred: torch.Tensor, video_target: torch.Tensor, semantic_pre
 
     Targets carry no gradient (they are data and noise), so nothing flows back through the semantic
     target into the projector: no collapse path."""
-    if weights is None:
+    if weights is None and position_weights is None:
         flow = F.mse_loss(video_pred.float(), video_target.detach().float())
     else:
-        per_sample = (video_pred.float() - video_target.detach().float()).pow(2).flatten(1).mean(1)  # (B,)
-        flow = (weights.to(per_sample.device, per_sample.dtype) * per_sample).mean()
+        err = (video_pred.float() - video_target.detach().float()).pow(2)
+        if position_weights is not None:  # (B, 1, T, H, W): change_weights
+            err = err * position_weights.to(err.device, err.dtype)
+        per_sample = err.flatten(1).mean(1)  # (B,)
+        flow = per_sample.mean() if weights is None else (weights.to(per_sample.device, per_sample.dtype)
+                                                          * per_sample).mean()
     if semantic_pred is None or semantic_target is None:
         semantic = flow.new_zeros(())
     else:

@@ -27,7 +27,7 @@ from sama_cli.core.runtime import resolve_device
 from sama_cli.data.dataset import ArtifactDataset, BucketSampler, collate, pretext_on_the_fly, step_generator
 from sama_cli.io.artifacts import atomic_write_text
 from sama_cli.model.config import ModelConfig, from_preset
-from sama_cli.model.flow import add_noise, draw_training_timesteps, sama_loss, velocity_target
+from sama_cli.model.flow import add_noise, change_weights, draw_training_timesteps, sama_loss, velocity_target
 from sama_cli.model.transformer import SamaTransformer, build_model
 from sama_cli.model.weights import load_model, save_checkpoint, save_release
 from sama_cli.train import checkpoint as ckpt
@@ -74,6 +74,7 @@ class MicroBatch:
     sigma: torch.Tensor  # (B,) on the CPU
     timestep: torch.Tensor  # (B,) on the CPU: the DiT's timestep (1000 sigma, rounded as train.timestep_dtype says)
     weight: torch.Tensor | None  # (B,) on the CPU: per-sample flow-loss weight (None: train.loss_weighting none)
+    position_weight: torch.Tensor | None  # (B, 1, T, H, W): train.change_weight's (None: off, or no source)
     velocity: torch.Tensor  # (B, C, T, H, W) flow-matching target
     text: torch.Tensor  # (B, text_len, D), zeroed where the prompt is dropped
     source: torch.Tensor | None  # (B, C, T', H, W)
@@ -113,7 +114,10 @@ def draw_micro_batch(dataset: ArtifactDataset, sampler: BucketSampler, recipe: R
         keep = (torch.rand(b, generator=g) >= recipe.data.drop_text).to(device, text.dtype)
         text = text * keep[:, None, None]
     weight = drawn.weight if T.loss_weighting == "release" else None
-    return MicroBatch(x_t=x_t, sigma=sigma, timestep=drawn.timestep, weight=weight,
+    position_weight = None
+    if T.change_weight > 0 and batch.source is not None and batch.source.shape == batch.target.shape:
+        position_weight = change_weights(batch.target, batch.source, T.change_weight, T.change_threshold)
+    return MicroBatch(x_t=x_t, sigma=sigma, timestep=drawn.timestep, weight=weight, position_weight=position_weight,
                       velocity=velocity_target(batch.target, eps), text=text, source=batch.source, sem_in=sem_in,
                       sem_target=sem_target, task=task)
 
@@ -265,7 +269,8 @@ def train_step(run: Run, step: int) -> StepOutput:
             pred = run.net(mb.x_t, mb.timestep.to(device), mb.text, source_latents=mb.source,
                            semantic_latents=mb.sem_in)
         parts = sama_loss(pred.video, mb.velocity, pred.semantic, mb.sem_target, T.semantic_weight,
-                          weights=None if mb.weight is None else mb.weight.to(device))
+                          weights=None if mb.weight is None else mb.weight.to(device),
+                          position_weights=mb.position_weight)
         # k micro-batches of b, each loss divided by k: the gradient of one batch of k*b
         (parts.total / o.accumulate).backward()
         for k, v in parts.as_floats().items():

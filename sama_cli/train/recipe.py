@@ -72,6 +72,12 @@ class TrainSection:
     shift: float = 5.0  # training sigma shift (docs/sama.md §4)
     # release: the flow loss times DiffSynth's timestep weight (flow.release_training_weights); none: unweighted
     loss_weighting: str = "release"
+    # ours, 0 = off (paper, release): the flow loss of an edit pair weighs the latent positions its edit
+    # changes (target differs from source by more than change_threshold in some channel) 1 + change_weight
+    # times the others, normalised per sample (flow.change_weights). An object edit changes a few % of the
+    # positions, a whole-frame edit nearly all: unweighted, object edits are learned last (issue 19)
+    change_weight: float = 0.0
+    change_threshold: float = 0.1  # latent units
     # model: the DiT sees the timestep rounded to its compute dtype (bf16), as the release; fp32: unrounded
     timestep_dtype: str = "model"
     ema_decay: float = 0.9998
@@ -164,6 +170,8 @@ class Recipe:
         for key in ("steps", "log_every", "save_every", "keep_last"):
             if getattr(self.train, key) < 1:
                 raise ConfigError(f"{where}: train.{key} must be at least 1")
+        if self.train.change_weight < 0 or self.train.change_threshold < 0:
+            raise ConfigError(f"{where}: train.change_weight and train.change_threshold must be >= 0")
         if self.optim.accumulate < 1:
             raise ConfigError(f"{where}: optim.accumulate must be at least 1")
         if self.lora is not None:
