@@ -130,3 +130,30 @@ def test_torchrun_ddp_lora(tmp_path: Path, base: Path) -> None:
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     tensors, _ = read_lora(summary["export"]["lora_ema"])
     assert len([k for k in tensors if "lora_" in k]) == 40
+
+
+def test_the_toy_lora_table_by_hand() -> None:
+    """make toy-lora's numbers (docs/lora.md): per kind, mean and sample std over seeds of base, LoRA and
+    their per-seed change; the verdict on the old kinds compares |mean change| with the spread. By hand:
+    recolour base 0.8, 0.6 -> mean 0.7, std 0.1414; LoRA 0.9, 0.6 -> change +0.1, 0 -> mean 0.05, std
+    0.0707: within (0.05 <= 0.1414). remove base 0.5, 0.5 (std 0), change -0.2, -0.2: outside."""
+    from sama_cli.toy.lora_study import render, summarise
+
+    runs = [{"seed": 1, "train_seconds": 60.0, "clips": {"recolour": 4, "remove": 2, "recolour_new": 9},
+             "base": {"recolour": 0.8, "remove": 0.5, "recolour_new": 0.0},
+             "lora": {"recolour": 0.9, "remove": 0.3, "recolour_new": 0.9}},
+            {"seed": 2, "train_seconds": 120.0, "clips": {"recolour": 3, "remove": 5, "recolour_new": 8},
+             "base": {"recolour": 0.6, "remove": 0.5, "recolour_new": 0.0},
+             "lora": {"recolour": 0.6, "remove": 0.3, "recolour_new": 0.7}}]
+    s = summarise(runs)
+    assert s["kinds"]["recolour"]["base"] == pytest.approx((0.7, 0.02 ** 0.5))
+    assert s["kinds"]["recolour"]["change"] == pytest.approx((0.05, 0.005 ** 0.5))
+    assert s["kinds"]["recolour_new"]["lora"] == pytest.approx((0.8, 0.02 ** 0.5))
+    meta = {"command": "x", "rank": 16, "steps": 800, "train_minutes": [1.0, 2.0]}
+    sizes = {"full_params": 4_000_000, "lora_params": 400_000, "full_optim_bytes": 32_000_000,
+             "lora_optim_bytes": 3_200_000}
+    doc = render(s, sizes, meta, runs)
+    assert "| recolour | 4 + 3 | 0.700 ± 0.141 | 0.750 ± 0.212 | +0.050 ± 0.071 |" in doc
+    assert "0.000 -> 0.900, 0.000 -> 0.700" in doc
+    assert "within the seed spread: recolour; outside it: remove." in doc
+    assert "1.0-2.0 min a seed" in doc and "| LoRA rank 16 (+ SAMA modules) | 0.400M (10.0%) |" in doc

@@ -34,6 +34,16 @@ def kinds_of(report: Path) -> dict[str, float]:
     return {k: v["edit_accuracy"] for k, v in summary.get("split_categories", {}).get("test", {}).items()}
 
 
+def counts_of(report: Path) -> dict[str, int]:
+    """Test clips scored per kind."""
+    rows = [json.loads(line) for line in (report / "scores.jsonl").read_text().splitlines() if line.strip()]
+    out: dict[str, int] = {}
+    for r in rows:
+        if r.get("split") == "test" and r.get("scores"):
+            out[r["category"]] = out.get(r["category"], 0) + 1
+    return out
+
+
 def run_seed(seed: int, out: Path, clips: int, images: int, steps: int, base: str) -> dict[str, Any]:
     root = out / f"s{seed}"
     weights = ",".join([f"{NEW_KIND}=6"] + [f"{k}=1" for k in ALL_KINDS if k != NEW_KIND])
@@ -43,11 +53,13 @@ def run_seed(seed: int, out: Path, clips: int, images: int, steps: int, base: st
         sama("encode", root / "toy" / "manifest.jsonl", "-o", root / "lat", "--vae", "pixel:s4", "--text-encoder", "tiny")
         sama("anchor", root / "lat" / "manifest.jsonl", "-o", root / "anc", "--grid", 2)
     lora = root / "lora" / "export" / "lora_ema.safetensors"
-    t0 = time.perf_counter()
+    timing = root / "lora" / "train_seconds.json"  # kept, so that a rerun that only re-scores reports it
     if not lora.is_file():
+        t0 = time.perf_counter()
         sama("train", RECIPE, f"data.manifests=[{root / 'anc' / 'manifest.jsonl'}]", f"train.seed={seed}",
              f"train.steps={steps}", f"train.out_dir={root / 'lora'}", f"model.init={base}")
-    train_seconds = time.perf_counter() - t0
+        timing.write_text(json.dumps({"train_seconds": time.perf_counter() - t0}))
+    train_seconds = json.loads(timing.read_text())["train_seconds"] if timing.is_file() else float("nan")
     result: dict[str, Any] = {"seed": seed, "train_seconds": train_seconds}
     for arm, extra in (("base", []), ("lora", ["--lora", str(lora)])):
         edits, report = root / f"edits_{arm}", root / f"report_{arm}"
@@ -56,7 +68,35 @@ def run_seed(seed: int, out: Path, clips: int, images: int, steps: int, base: st
                  *extra)
             sama("bench", "run", "toy", "--data", root / "toy", "--split", "test", "--edits", edits, "-o", report)
         result[arm] = kinds_of(report)
+    result["clips"] = counts_of(root / "report_base")
     return result
+
+
+def old_kinds(out: Path, base: str, runs: list[dict[str, Any]], clips: int) -> dict[str, Any]:
+    """The old kinds on one larger fixed set of clips from the base model's own world (default `sama synth`
+    data, every clip a test clip): edited by the base once and by the base with each seed's adapter. The
+    seeds' data hold only a few test clips of each old kind; this set holds `clips` / 6 of each."""
+    root = out / "old_kinds"
+    if not (root / "toy" / "manifest.jsonl").is_file():
+        sama("synth", root / "toy", "--clips", clips, "--images", 0, "--t2v", 0, "--frames", 5, "--size", 32,
+             "--seed", 99, "--heldout-frac", 0, "--test-frac", 1.0)
+    arms = [("base", [])] + [(f"lora_s{r['seed']}", ["--lora", str(out / f"s{r['seed']}" / "lora" / "export" /
+                                                                  "lora_ema.safetensors")]) for r in runs]
+    scores = {}
+    for arm, extra in arms:
+        edits, report = root / f"edits_{arm}", root / f"report_{arm}"
+        if not (report / "summary.json").is_file():
+            sama("edit", "--manifest", root / "toy" / "manifest.jsonl", "--model", base, "-o", edits, *EDIT_ARGS,
+                 *extra)
+            sama("bench", "run", "toy", "--data", root / "toy", "--split", "test", "--edits", edits, "-o", report)
+        scores[arm] = kinds_of(report)
+    counts = counts_of(root / "report_base")
+    table = {}
+    for k, b in scores["base"].items():
+        lora = [v[k] for arm, v in scores.items() if arm != "base"]
+        table[k] = {"clips": counts.get(k, 0), "base": b, "lora": mean_std(lora),
+                    "change": mean_std([x - b for x in lora])}
+    return table
 
 
 def sizes(base: str) -> dict[str, int]:
@@ -89,11 +129,11 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"kinds": table, "seeds": [r["seed"] for r in runs]}
 
 
-def render(summary: dict[str, Any], sz: dict[str, int], meta: dict[str, Any]) -> str:
+def render(summary: dict[str, Any], sz: dict[str, int], meta: dict[str, Any], runs: list[dict[str, Any]]) -> str:
     lines = [
         "# LoRA on the toy world: teaching the embedded model a new edit",
         "",
-        f"Written by `make toy-lora` (`{meta['command']}`, {meta['seconds'] / 60:.1f} min on 2 CPU cores). Base: "
+        f"Written by `make toy-lora` (`{meta['command']}`; LoRA training times below). Base: "
         f"the embedded toy model. New edit: `{NEW_KIND}`, paint an object purple, a colour absent from every "
         "scene and edit the base was trained on. Per seed: fresh `sama synth` data (half the edits the new "
         "kind, half the six old kinds in turn), `recipes/toy_lora.yaml` (rank "
@@ -101,14 +141,40 @@ def render(summary: dict[str, Any], sz: dict[str, int], meta: dict[str, Any]) ->
         "by the base model and by the base with the adapter (`sama edit --lora`), 20 Euler steps, exact oracle. "
         f"Seeds {', '.join(map(str, summary['seeds']))}; mean ± std over seeds.",
         "",
-        "| edit kind | base | with the LoRA | change |",
-        "|---|---|---|---|",
+        f"| edit kind | test clips ({len(runs)} seeds) | base | with the LoRA | change |",
+        "|---|---|---|---|---|",
     ]
     for k, v in summary["kinds"].items():
         name = f"**{k}** (new)" if k == NEW_KIND else k
-        lines.append(f"| {name} | {v['base'][0]:.3f} ± {v['base'][1]:.3f} | {v['lora'][0]:.3f} ± {v['lora'][1]:.3f} "
-                     f"| {v['change'][0]:+.3f} ± {v['change'][1]:.3f} |")
+        clips = " + ".join(str(r.get("clips", {}).get(k, 0)) for r in runs)
+        lines.append(f"| {name} | {clips} | {v['base'][0]:.3f} ± {v['base'][1]:.3f} | {v['lora'][0]:.3f} ± "
+                     f"{v['lora'][1]:.3f} | {v['change'][0]:+.3f} ± {v['change'][1]:.3f} |")
+    old = {k: v for k, v in summary["kinds"].items() if k != NEW_KIND}
+    held = [k for k, v in old.items() if abs(v["change"][0]) <= max(v["base"][1], v["change"][1])]
+    new = summary["kinds"].get(NEW_KIND)
+    if new:
+        lines += ["", f"The new kind: {new['base'][0]:.3f} -> {new['lora'][0]:.3f} (every seed: "
+                  + ", ".join(f"{r['base'][NEW_KIND]:.3f} -> {r['lora'][NEW_KIND]:.3f}" for r in runs
+                              if NEW_KIND in r["base"]) + "). The old kinds: "
+                  + (f"every change is within the seed spread (|mean change| <= the base's std over seeds, or the "
+                     f"change's own std): {', '.join(held)}." if len(held) == len(old) else
+                     f"within the seed spread: {', '.join(held) or 'none'}; outside it: "
+                     f"{', '.join(k for k in old if k not in held)}.")]
+    big = summary.get("old_kinds") or {}
+    if big:
+        n = sum(v["clips"] for v in big.values())
+        lines += ["", f"The old kinds on one larger fixed set ({n} test clips of the base model's own world, "
+                  f"`sama synth --seed 99`), edited by the base and by the base with each seed's LoRA; std over the "
+                  f"{len(runs)} adapters:", "",
+                  "| edit kind | test clips | base | with the LoRA | change |", "|---|---|---|---|---|"]
+        for k, v in big.items():
+            lines.append(f"| {k} | {v['clips']} | {v['base']:.3f} | {v['lora'][0]:.3f} ± {v['lora'][1]:.3f} | "
+                         f"{v['change'][0]:+.3f} ± {v['change'][1]:.3f} |")
+        worst = min(big, key=lambda k: big[k]["change"][0])
+        lines += ["", f"Largest loss on this set: {worst} {big[worst]['change'][0]:+.3f} (mean over adapters)."]
     lines += [
+        f"LoRA training took {min(meta['train_minutes']):.1f}-{max(meta['train_minutes']):.1f} min a seed "
+        f"({meta['steps']} steps).",
         "",
         "| | trainable parameters | AdamW state |",
         "|---|---|---|",
@@ -127,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(doc=Path("docs") / "lora.md")
     p.add_argument("--images", type=int, default=1200)
     p.add_argument("--steps", type=int, default=None, help="LoRA steps (default: the recipe's)")
+    p.add_argument("--old-clips", type=int, default=240, help="clips of the fixed set that scores the old kinds")
     args = p.parse_args(argv)
     from sama_cli.edit.loading import default_model
     from sama_cli.train.recipe import load_recipe
@@ -137,11 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     runs = [run_seed(s, args.out, args.clips, args.images, steps, base) for s in args.seeds]
     summary = summarise(runs)
+    summary["old_kinds"] = old_kinds(args.out, base, runs, args.old_clips)
     sz = sizes(base)
     given = sys.argv[1:] if argv is None else argv
     meta = {"command": "python -m sama_cli.toy.lora_study " + " ".join(given), "seconds": time.perf_counter() - t0,
-            "rank": recipe.lora.rank, "steps": steps, "base": base}
-    write_study(args.doc, render(summary, sz, meta), {"meta": meta, "summary": summary, "sizes": sz, "runs": runs})
+            "rank": recipe.lora.rank, "steps": steps, "base": base,
+            "train_minutes": [r["train_seconds"] / 60 for r in runs]}
+    write_study(args.doc, render(summary, sz, meta, runs), {"meta": meta, "summary": summary, "sizes": sz, "runs": runs})
     print(args.doc.read_text())
     return 0
 
