@@ -117,12 +117,15 @@ def test_lora_with_a_bf16_base_keeps_adapters_fp32_and_the_base_untouched(tmp_pa
     assert all(torch.isfinite(t).all() for t in tensors.values())
 
 
-def test_torchrun_ddp_lora(tmp_path: Path, base: Path) -> None:
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_torchrun_lora(tmp_path: Path, base: Path, parallel: str) -> None:
+    """Two processes: DDP over the adapters, or FSDP2 sharding the frozen base with its adapters; the
+    export holds every adapter either way."""
     manifest = write_artifact_manifest(tmp_path / "data")
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("name: lora-ddp\n")
+    recipe.write_text(f"name: lora-{parallel}\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    args = lora_overrides(manifest, tmp_path / "run", 3, base, **{"train.parallel": "ddp"})
+    args = lora_overrides(manifest, tmp_path / "run", 3, base, **{"train.parallel": parallel})
     res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           "-m", "sama_cli", "train", str(recipe), *args, "--json"], capture_output=True, text=True,
                          timeout=300, env=env, cwd=tmp_path)
@@ -130,6 +133,7 @@ def test_torchrun_ddp_lora(tmp_path: Path, base: Path) -> None:
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     tensors, _ = read_lora(summary["export"]["lora_ema"])
     assert len([k for k in tensors if "lora_" in k]) == 40
+    assert all(v.abs().max() > 0 for k, v in tensors.items() if "lora_B" in k)  # B starts at zero: it trained
 
 
 def test_the_toy_lora_table_by_hand() -> None:
