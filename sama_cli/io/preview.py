@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sama_cli.core.errors import SamaError
-from sama_cli.io.video import VideoInfo, is_image, probe, read_video, resize_frames, write_video
+from sama_cli.io.video import VideoInfo, is_image, probe, read_video, resize_frames, write_image, write_video
 
 # (container suffix, codec, pixel format) a browser plays as it is
 PLAYABLE = {(".mp4", "h264", "yuv420p"), (".m4v", "h264", "yuv420p"), (".mp4", "vp9", "yuv420p"),
@@ -61,12 +61,9 @@ def playable(path: str | Path, previews: Path, max_side: int = 480) -> Playable:
         info = probe(path)
         if path.suffix.lower() in BROWSER_IMAGES:
             return Playable(path, 1, 1.0, info.width, info.height, image=True)
-        frames = read_video(path).frames
         target = previews / f"{_name(path)}.png"
-        if not _fresh(target, path):
-            from sama_cli.io.video import write_image
-
-            write_image(target, frames[0])
+        if not _fresh(target, path):  # read only when the preview is to be made
+            write_image(target, read_video(path).frames[0])
         return Playable(target, 1, 1.0, info.width, info.height, image=True, note=f"preview copy (PNG of a "
                         f"{path.suffix.lstrip('.').upper()} image)")
     info = probe(path)
@@ -78,8 +75,7 @@ def playable(path: str | Path, previews: Path, max_side: int = 480) -> Playable:
     k = max(1, 2 * (SMALL_SIDE // (2 * max(info.height, info.width))))  # even: even sides, no padding
     target = previews / f"{_name(path, f'{max_side}/{k}')}.mp4"
     if not _fresh(target, path):
-        video = read_video(path)
-        frames = video.frames
+        frames = read_video(path).frames
         if k > 1:
             frames = frames.repeat_interleave(k, dim=1).repeat_interleave(k, dim=2)
         elif (h, w) != (info.height, info.width):

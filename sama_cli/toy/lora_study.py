@@ -44,6 +44,16 @@ def counts_of(report: Path) -> dict[str, int]:
     return out
 
 
+def scored(root: Path, arm: str, base: str, extra: list[str]) -> Path:
+    """The report of `root/toy`'s test clips edited by `base` (with `extra` edit options, e.g. --lora) into
+    root/edits_ARM and scored into root/report_ARM; made once (a finished report is read as it is)."""
+    edits, report = root / f"edits_{arm}", root / f"report_{arm}"
+    if not (report / "summary.json").is_file():
+        sama("edit", "--manifest", root / "toy" / "manifest.jsonl", "--model", base, "-o", edits, *EDIT_ARGS, *extra)
+        sama("bench", "run", "toy", "--data", root / "toy", "--split", "test", "--edits", edits, "-o", report)
+    return report
+
+
 def run_seed(seed: int, out: Path, clips: int, images: int, steps: int, base: str) -> dict[str, Any]:
     root = out / f"s{seed}"
     weights = ",".join([f"{NEW_KIND}=6"] + [f"{k}=1" for k in ALL_KINDS if k != NEW_KIND])
@@ -62,12 +72,7 @@ def run_seed(seed: int, out: Path, clips: int, images: int, steps: int, base: st
     train_seconds = json.loads(timing.read_text())["train_seconds"] if timing.is_file() else float("nan")
     result: dict[str, Any] = {"seed": seed, "train_seconds": train_seconds}
     for arm, extra in (("base", []), ("lora", ["--lora", str(lora)])):
-        edits, report = root / f"edits_{arm}", root / f"report_{arm}"
-        if not (report / "summary.json").is_file():
-            sama("edit", "--manifest", root / "toy" / "manifest.jsonl", "--model", base, "-o", edits, *EDIT_ARGS,
-                 *extra)
-            sama("bench", "run", "toy", "--data", root / "toy", "--split", "test", "--edits", edits, "-o", report)
-        result[arm] = kinds_of(report)
+        result[arm] = kinds_of(scored(root, arm, base, extra))
     result["clips"] = counts_of(root / "report_base")
     return result
 
@@ -84,12 +89,7 @@ def old_kinds(out: Path, base: str, runs: list[dict[str, Any]], clips: int) -> d
                                                                   "lora_ema.safetensors")]) for r in runs]
     scores = {}
     for arm, extra in arms:
-        edits, report = root / f"edits_{arm}", root / f"report_{arm}"
-        if not (report / "summary.json").is_file():
-            sama("edit", "--manifest", root / "toy" / "manifest.jsonl", "--model", base, "-o", edits, *EDIT_ARGS,
-                 *extra)
-            sama("bench", "run", "toy", "--data", root / "toy", "--split", "test", "--edits", edits, "-o", report)
-        scores[arm] = kinds_of(report)
+        scores[arm] = kinds_of(scored(root, arm, base, extra))
     counts = counts_of(root / "report_base")
     table = {}
     for k, b in scores["base"].items():
