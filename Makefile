@@ -57,7 +57,9 @@ bench: $(STAMP)  ## speed and memory benchmarks, written to $(OUT)/bench/bench.m
 # -> train stage 1 -> edit the held-out clips -> bench toy. Outputs under $(DEMO)/.
 DEMO       ?= $(OUT)/demo
 DEMO_SEED  ?= 0
-DEMO_SYNTH ?= --clips 400 --images 800 --t2v 160 --frames 5 --size 32 --kind-weights recolour=2,replace=2,remove=2,add=2
+# grid 4: objects on the 4x4-px cells of the codec's tokens (issue 19); a test split of 30% (~115 clips, ~16 a kind)
+DEMO_SYNTH ?= --clips 480 --images 960 --t2v 160 --frames 5 --size 32 --grid 4 --test-frac 0.3 \
+              --kind-weights recolour=2,replace=2,remove=2,add=2
 # --lossless: the oracle scores the edited frames themselves (lossy H.264 is not bit-reproducible)
 DEMO_EDIT  ?= --split test,heldout --kind video_edit --steps 20 --guidance 1 --shift 5 --side-by-side --lossless
 # 5-frame clips: the release's speed pretext trims 2x (5 -> 2 frames) down to 1 frame; padding keeps motion
@@ -127,7 +129,7 @@ toy-lora: $(STAMP)  ## a LoRA teaches the embedded toy model a new edit kind (3 
 # ---- the embedded default model: the same pipeline as the demo, with more data and its own, longer recipes ---------
 # from scratch into $(TOYM)/, then stored in fp16 with its model card (per-kind scores) and the docs' stills
 TOYM       ?= $(OUT)/toy_model
-TOYM_SYNTH ?= --clips 2500 --images 6000 --t2v 500 --frames 5 --size 32 --kind-weights recolour=2,replace=3,remove=2,add=3
+TOYM_SYNTH ?= --clips 2500 --images 6000 --t2v 500 --frames 5 --size 32 --grid 4 --kind-weights recolour=2,replace=3,remove=2,add=3
 toy-model: $(STAMP)  ## train the embedded default model from scratch (~100 min on 2 CPU cores) into sama_cli/assets/toy_model
 	$(MAKE) demo-bench DEMO=$(TOYM) DEMO_SYNTH="$(TOYM_SYNTH)" S0_RECIPE=recipes/toy_model_stage0.yaml \
 	    S1_RECIPE=recipes/toy_model_stage1.yaml

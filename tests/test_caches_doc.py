@@ -47,7 +47,25 @@ def test_a_study_writes_its_doc_and_record_side_by_side(tmp_path) -> None:
 
     record = write_study(tmp_path / "docs" / "x.md", "# x\n", {"meta": {"a": 1}})
     assert (tmp_path / "docs" / "x.md").read_text() == "# x\n" and json.loads(record.read_text()) == {"meta": {"a": 1}}
-    assert model_note({"recipe": "r", "steps": 8}) == "recipe r, 8 training steps" and model_note({}) == "no model card"
+    assert model_note({"recipe": "r", "steps": 8}) == "recipe r, 8 training steps, toy world on a 1-px grid"
+    assert model_note({"recipe": "r", "steps": 8, "toy_synth": {"grid": 4}}).endswith("on a 4-px grid")
+    assert model_note({}) == "no model card"
+
+
+def test_a_study_makes_clips_of_its_models_world(tmp_path) -> None:
+    """The studies synthesize fresh clips on the lattice the model's card names (a grid-4 model edited on
+    grid-1 clips would be scored off its world)."""
+    import json
+
+    from sama_cli.toy.study import synth_clips, world_grid
+
+    assert world_grid({"toy_synth": {"grid": 4}}) == 4 and world_grid({}) == 1
+    synth_clips(tmp_path / "toy", seed=5, clips=6, frames=5, grid=4)
+    assert json.loads((tmp_path / "toy" / "world.json").read_text())["grid"] == 4
+    for scene in sorted((tmp_path / "toy" / "scenes").glob("*.json")):
+        for side in ("source", "target"):
+            for obj in json.loads(scene.read_text())[side]["objects"]:
+                assert obj["x"] % 4 == 0 and obj["y"] % 4 == 0, (scene.name, obj)
 
 
 def test_the_shipped_defaults_are_the_documented_picks() -> None:

@@ -113,6 +113,10 @@ def test_synth_cli_writes_lossless_videos_and_a_valid_manifest(tmp_path: Path) -
     row = next(r for r in manifest.rows if r["kind"] == "video_edit")
     record = load_scene_record(row["scene"])
     assert torch.equal(read_video(row["target"]).frames, render(Scene.from_dict(record["target"])))
+    # how the world was made, for the card of a model trained on it (studies synthesize more of the same world)
+    assert json.loads((out / "world.json").read_text()) == {
+        "seed": 3, "size": 32, "frames": 9, "fps": 8.0, "grid": 1, "heldout_frac": 0.2, "test_frac": 0.15,
+        "kind_weights": {}, "clips": 8, "images": 2, "t2v": 2}
     assert torch.equal(read_video(row["source"]).frames, render(Scene.from_dict(record["source"])))
     assert record["instruction"] == row["instruction"] and Edit(**record["edit"]).kind == row["edit"]
     image = next(r for r in manifest.rows if r["kind"] == "image_edit")

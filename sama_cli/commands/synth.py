@@ -55,6 +55,11 @@ def synthesize(out: Path, *, clips: int, images: int, t2v: int, seed: int, size:
             write_image(tgt, render(s.target)[0])
             row.update(source=str(src), target=str(tgt), instruction=s.edit.instruction, edit=s.edit.kind)
         rows.append(row)
+    # how this world was made: a model trained on it carries this in its card, and studies of that model
+    # synthesize fresh clips of the same world (the same lattice, size and length)
+    world = {"seed": seed, "size": size, "frames": frames, "fps": fps, "grid": grid, "heldout_frac": heldout_frac,
+             "test_frac": test_frac, "kind_weights": kind_weights or {}, "clips": clips, "images": images, "t2v": t2v}
+    atomic_write_text(out / "world.json", json.dumps(world, indent=1))
     write_manifest(rows, out / "manifest.jsonl")
     return {"out": str(out), "manifest": str(out / "manifest.jsonl"), "rows": len(rows),
             "kinds": dict(Counter(r["kind"] for r in rows)), "splits": dict(Counter(r["split"] for r in rows)),

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from sama_cli.toy.study import model_note, study_model, study_parser, synth_clips, write_study
+from sama_cli.toy.study import model_note, study_model, study_parser, synth_clips, world_grid, write_study
 
 SETTINGS = ("fbc:0.05", "fbc:0.1", "fbc:0.2", "fbc:0.4", "fbc:0.6", "fbc:0.8", "taylorseer:2", "taylorseer:3",
             "taylorseer:4", "taylorseer:6", "taylorseer:8")
@@ -101,14 +101,15 @@ def render_doc(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_seed(editor, seed: int, root: Path, clips: int, settings: tuple[str, ...]) -> list[dict[str, Any]]:
+def run_seed(editor, seed: int, root: Path, clips: int, settings: tuple[str, ...],
+             grid: int = 1) -> list[dict[str, Any]]:
     from sama_cli.edit.editor import EditRequest, manifest_rows
     from sama_cli.io.video import read_video
     from sama_cli.toy.world import load_scene_record, oracle_scores
 
     folder = root / f"seed{seed}"
     shutil.rmtree(folder, ignore_errors=True)
-    synth_clips(folder / "toy", seed, clips, frames=5)
+    synth_clips(folder / "toy", seed, clips, frames=5, grid=grid)
     rows, _ = manifest_rows(folder / "toy" / "manifest.jsonl")
     runs, uncached = [], {}
     for setting in ("none", *settings):
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for seed in args.seeds:
         info(f"caches: seed {seed}")
-        runs += run_seed(editor, seed, args.out, args.clips, tuple(args.settings))
+        runs += run_seed(editor, seed, args.out, args.clips, tuple(args.settings), world_grid(card))
     summary = summarise(runs)
     meta = {"command": "python -m sama_cli.toy.caches " + " ".join(argv if argv is not None else sys.argv[1:]),
             "seconds": time.perf_counter() - t0, "threads": args.threads, "model": str(model.name or model),

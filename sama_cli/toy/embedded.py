@@ -157,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
             "working_size": [scene["height"], scene["width"]],
             "window_frames": scene["frames"],  # the clip length it trained on: the window of longer edits
             "sampling": {"steps": 20, "guidance": 1.0, "shift": 5.0}}  # as `make demo` edits (DEMO_EDIT)
+    world = demo / "toy" / "world.json"  # how `sama synth` made its world (grid, size, ...): studies make more of it
+    if world.is_file():
+        meta["toy_synth"] = json.loads(world.read_text())
     summary = json.loads((demo / "report" / "summary.json").read_text())
     meta["toy_bench"] = summary["splits"]
     meta["toy_bench_kinds"] = summary["split_categories"]  # split -> kind -> scores (the demo's per-kind table)

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from sama_cli.toy.study import model_note, study_model, study_parser, synth_clips, write_study
+from sama_cli.toy.study import model_note, study_model, study_parser, synth_clips, world_grid, write_study
 
 ARMS = {"shared": "shared semantic tokens (default)", "per-window": "per-window semantic tokens",
         "cut": "reference: cut into pieces, each edited alone"}
@@ -388,7 +388,7 @@ def _edit_arm(editor, arm: str, rows: list[dict], folder: Path, sampling, settin
     return {d["id"]: read_video(d["output"]).frames for d in report.done}
 
 
-def run_seed(editor, seed: int, root: Path, clips: int, frames: int) -> list[dict[str, Any]]:
+def run_seed(editor, seed: int, root: Path, clips: int, frames: int, grid: int = 1) -> list[dict[str, Any]]:
     """Synthesise one seed's clips, edit them in every arm, score every frame."""
     from sama_cli.edit.editor import EditRequest, manifest_rows
     from sama_cli.edit.windows import default_overlap, latent_frames
@@ -397,7 +397,7 @@ def run_seed(editor, seed: int, root: Path, clips: int, frames: int) -> list[dic
 
     folder = root / f"seed{seed}"
     shutil.rmtree(folder, ignore_errors=True)  # fresh: the model may have changed since the last run
-    synth_clips(folder / "toy", seed, clips, frames)
+    synth_clips(folder / "toy", seed, clips, frames, grid)
     rows, _ = manifest_rows(folder / "toy" / "manifest.jsonl")
     records = {row["id"]: {**load_scene_record(row["scene"]), "id": row["id"]} for row in rows}
     k = editor.codec.temporal_factor
@@ -437,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for seed in args.seeds:
         info(f"long-videos: seed {seed}")
-        runs += run_seed(editor, seed, args.out, args.clips, args.frames)
+        runs += run_seed(editor, seed, args.out, args.clips, args.frames, world_grid(card))
     summary = summarise(runs)
     first = runs[0]["clips"][0]
     meta = {"command": "python -m sama_cli.toy.long_clips " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sama_cli.toy.study import sama, study_parser, write_study
+from sama_cli.toy.study import sama, study_parser, world_grid, write_study
 from sama_cli.toy.world import ALL_KINDS
 
 RECIPE = "recipes/toy_lora.yaml"
@@ -54,12 +54,12 @@ def scored(root: Path, arm: str, base: str, extra: list[str]) -> Path:
     return report
 
 
-def run_seed(seed: int, out: Path, clips: int, images: int, steps: int, base: str) -> dict[str, Any]:
+def run_seed(seed: int, out: Path, clips: int, images: int, steps: int, base: str, grid: int = 1) -> dict[str, Any]:
     root = out / f"s{seed}"
     weights = ",".join([f"{NEW_KIND}=6"] + [f"{k}=1" for k in ALL_KINDS if k != NEW_KIND])
     if not (root / "anc" / "manifest.jsonl").is_file():
         sama("synth", root / "toy", "--clips", clips, "--images", images, "--t2v", 0, "--frames", 5, "--size", 32,
-             "--kind-weights", weights, "--seed", 100 + seed, "--heldout-frac", 0)
+             "--kind-weights", weights, "--seed", 100 + seed, "--heldout-frac", 0, "--grid", grid)
         sama("encode", root / "toy" / "manifest.jsonl", "-o", root / "lat", "--vae", "pixel:s4", "--text-encoder", "tiny")
         sama("anchor", root / "lat" / "manifest.jsonl", "-o", root / "anc", "--grid", 2)
     lora = root / "lora" / "export" / "lora_ema.safetensors"
@@ -77,14 +77,14 @@ def run_seed(seed: int, out: Path, clips: int, images: int, steps: int, base: st
     return result
 
 
-def old_kinds(out: Path, base: str, runs: list[dict[str, Any]], clips: int) -> dict[str, Any]:
+def old_kinds(out: Path, base: str, runs: list[dict[str, Any]], clips: int, grid: int = 1) -> dict[str, Any]:
     """The old kinds on one larger fixed set of clips from the base model's own world (default `sama synth`
     data, every clip a test clip): edited by the base once and by the base with each seed's adapter. The
     seeds' data hold only a few test clips of each old kind; this set holds `clips` / 6 of each."""
     root = out / "old_kinds"
     if not (root / "toy" / "manifest.jsonl").is_file():
         sama("synth", root / "toy", "--clips", clips, "--images", 0, "--t2v", 0, "--frames", 5, "--size", 32,
-             "--seed", 99, "--heldout-frac", 0, "--test-frac", 1.0)
+             "--seed", 99, "--heldout-frac", 0, "--test-frac", 1.0, "--grid", grid)
     arms = [("base", [])] + [(f"lora_s{r['seed']}", ["--lora", str(out / f"s{r['seed']}" / "lora" / "export" /
                                                                   "lora_ema.safetensors")]) for r in runs]
     scores = {}
@@ -209,9 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     recipe = load_recipe(RECIPE)
     steps = args.steps or recipe.train.steps
     t0 = time.perf_counter()
-    runs = [run_seed(s, args.out, args.clips, args.images, steps, base) for s in args.seeds]
+    config = Path(base) / "config.json"  # the base's card: the toy world it trained on
+    grid = world_grid(json.loads(config.read_text()).get("meta", {}) if config.is_file() else {})
+    runs = [run_seed(s, args.out, args.clips, args.images, steps, base, grid) for s in args.seeds]
     summary = summarise(runs)
-    summary["old_kinds"] = old_kinds(args.out, base, runs, args.old_clips)
+    summary["old_kinds"] = old_kinds(args.out, base, runs, args.old_clips, grid)
     sz = sizes(base)
     given = sys.argv[1:] if argv is None else argv
     meta = {"command": "python -m sama_cli.toy.lora_study " + " ".join(given), "seconds": time.perf_counter() - t0,

@@ -35,10 +35,15 @@ def study_model(model: str | None):
     return path, editor, card
 
 
-def synth_clips(folder: Path, seed: int, clips: int, frames: int) -> None:
-    """`sama synth` video edits only, none held out: each seed its own scenes."""
+def world_grid(card: dict[str, Any]) -> int:
+    """The pixel lattice of the toy world a model trained on (its card's `toy_synth`; 1 for older cards)."""
+    return int(card.get("toy_synth", {}).get("grid", 1))
+
+
+def synth_clips(folder: Path, seed: int, clips: int, frames: int, grid: int = 1) -> None:
+    """`sama synth` video edits only, none held out: each seed its own scenes, on the model's lattice."""
     sama("synth", folder, "--clips", clips, "--images", 0, "--t2v", 0, "--frames", frames, "--seed", seed,
-         "--heldout-frac", 0)
+         "--heldout-frac", 0, "--grid", grid)
 
 
 def sama(*args: Any) -> None:
@@ -61,4 +66,7 @@ def write_study(doc: Path, text: str, record: dict[str, Any]) -> Path:
 
 
 def model_note(card: dict[str, Any]) -> str:
-    return f"recipe {card.get('recipe', '?')}, {card.get('steps', '?')} training steps" if card else "no model card"
+    if not card:
+        return "no model card"
+    return (f"recipe {card.get('recipe', '?')}, {card.get('steps', '?')} training steps, toy world on a "
+            f"{world_grid(card)}-px grid")
