@@ -128,6 +128,7 @@ def test_batch_manifest_resumes_and_survives_a_bad_row(kit, tmp_path: Path) -> N
     summary = json.loads(res.stdout)
     assert [d["id"] for d in summary["done"]] == ["good"] and [f["id"] for f in summary["failed"]] == ["bad"]
     assert (out / "good.mp4").is_file() and not (out / "bad.mp4").exists()
+    assert "frames at" not in res.stderr  # a batch: one bar and one summary, not a line a clip
     written = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert [r["id"] for r in written] == ["good"] and written[0]["output"] == "good.mp4"
     broken.unlink()
@@ -360,3 +361,22 @@ def test_unknown_timestep_dtype_is_refused_before_the_model_loads(tmp_path: Path
     res = sama("edit", CLIP, "x", "-o", tmp_path / "o.mp4", "--model", tmp_path / "missing", "--timestep-dtype", "fp16")
     assert res.returncode == 2 and "timestep_dtype must be one of" in res.stderr, res.stderr
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_a_long_batch_prints_one_line_of_totals() -> None:
+    """More than SUMMARY_ROWS edits: one row of totals (clips, frames, mean s/step, total s, highest peak),
+    by hand: 13 clips of 5 frames, s/step 0.020..0.032 (mean 0.026), 0.5 s each, peak 400..412 MB."""
+    from sama_cli.commands.edit import SUMMARY_ROWS, _print_summary
+    from sama_cli.core.console import err
+
+    done = [{"output": f"out/c{i}.mp4", "frames": 5, "fps": 8.0, "size": [32, 32], "seconds_per_step": 0.020 + 0.001 * i,
+             "seconds": {"total": 0.5}, "peak_memory_mb": 400.0 + i} for i in range(13)]
+    assert SUMMARY_ROWS == 12
+    with err.capture() as cap:
+        _print_summary(done, [], 0)
+    cells = [line.replace("│", " ").split() for line in cap.get().splitlines() if line.strip()[:1].isdigit()]
+    assert cells == [["13", "65", "0.026", "6.5", "412"]] and "c3.mp4" not in cap.get()
+    with err.capture() as cap:
+        _print_summary(done[:12], [{"id": "x", "error": "unreadable"}], 2)
+    text = cap.get()
+    assert all(f"c{i}.mp4" in text for i in range(12)) and "skipped 2" in text and "x: unreadable" in text

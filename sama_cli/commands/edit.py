@@ -268,7 +268,36 @@ def _plan(src: Path | None, frames: int | None, model: str | None, base: str | N
         raise typer.Exit(EXIT_FAILED)
 
 
+SUMMARY_ROWS = 12  # a batch with more edits than this gets one line of totals (every clip: --json, the page)
+
+
 def _print_summary(done: list[dict], failed: list[dict], skipped: int) -> None:
+    if len(done) > SUMMARY_ROWS:
+        _print_totals(done)
+    else:
+        _print_table(done)
+    if skipped:
+        info(f"skipped {skipped} finished outputs")
+    for f in failed:
+        err.print(f"[red]failed[/red] {f['id']}: {f['error']}")
+
+
+def _print_totals(done: list[dict]) -> None:
+    """One row for a whole batch: how many clips and frames, the mean time a step, the time of all, the
+    highest memory."""
+    from rich.table import Table
+
+    table = Table(title="sama edit", show_edge=False)
+    for col in ("clips", "frames", "s/step (mean)", "total s", "peak MB (max)"):
+        table.add_column(col, justify="right")
+    table.add_row(str(len(done)), str(sum(d["frames"] for d in done)),
+                  f"{sum(d['seconds_per_step'] for d in done) / len(done):.3f}",
+                  f"{sum(d['seconds'].get('total', 0) for d in done):.1f}",
+                  f"{max(d['peak_memory_mb'] for d in done):.0f}")
+    err.print(table)
+
+
+def _print_table(done: list[dict]) -> None:
     from rich.table import Table
 
     table = Table(title="sama edit", show_edge=False)
@@ -286,10 +315,6 @@ def _print_summary(done: list[dict], failed: list[dict], skipped: int) -> None:
                       f"{d['seconds_per_step']:.3f}", f"{d['seconds'].get('total', 0):.1f}", f"{d['peak_memory_mb']:.0f}",
                       *cache, *ranks)
     err.print(table)
-    if skipped:
-        info(f"skipped {skipped} finished outputs")
-    for f in failed:
-        err.print(f"[red]failed[/red] {f['id']}: {f['error']}")
 
 
 def register(app: typer.Typer) -> None:

@@ -376,10 +376,11 @@ def working_size(height: int, width: int, settings: EditSettings) -> tuple[int, 
 
 def edit_file(editor: Editor, src: str | Path, instruction: str, out: str | Path, sampling: SamplingConfig,
               settings: EditSettings, *, audio: bool = True, side_by_side: str | Path | None = None,
-              on_step=None, lossless: bool = False) -> EditReport:
+              on_step=None, lossless: bool = False, quiet: bool = False) -> EditReport:
     """Edit one file end to end. The output (and side-by-side) appear only when everything succeeded.
     `lossless`: exact RGB H.264 that decodes to the edited frames bit for bit (for scoring: the default
-    lossy H.264 is not reproducible bit for bit across processes, see io/video.py)."""
+    lossy H.264 is not reproducible bit for bit across processes, see io/video.py). `quiet`: no line
+    saying what was written (a batch has one progress bar and one summary instead)."""
     from sama_cli.io.video import hstack_videos, read_video, resize_frames, unresize_frames, write_video
 
     t_start = time.perf_counter()
@@ -412,16 +413,21 @@ def edit_file(editor: Editor, src: str | Path, instruction: str, out: str | Path
     windows = f" in {report.windows} windows" if report.windows > 1 else ""
     cut = f" ({left_out} frames after --max-frames left out)" if left_out else ""
     report.output_size = (written.shape[1], written.shape[2])
-    info(f"{out}: {report.frames} frames{windows} at {report.fps:g} fps, {written.shape[1]}x{written.shape[2]}{cut}")
+    if not quiet:
+        info(f"{out}: {report.frames} frames{windows} at {report.fps:g} fps, {written.shape[1]}x{written.shape[2]}{cut}")
     return report
 
 
 def edit_single(editor: Editor, src: str | Path, instruction: str, out: str | Path, sampling: SamplingConfig,
                 settings: EditSettings, *, audio: bool = True, side_by_side: bool = False,
-                lossless: bool = False) -> EditReport:
+                lossless: bool = False, quiet: bool = False) -> EditReport:
     """One edit as `sama edit IN INSTRUCTION -o OUT` makes it: `edit_file` with a progress bar over the
-    denoising steps, and with `side_by_side`, OUT.sbs.mp4 (source | edit) beside OUT."""
+    denoising steps (none when `quiet`: a batch's bar counts clips), and with `side_by_side`, OUT.sbs.mp4
+    (source | edit) beside OUT."""
     sbs = Path(out).with_suffix(".sbs.mp4") if side_by_side else None
+    if quiet:
+        return edit_file(editor, src, instruction, out, sampling, settings, audio=audio, side_by_side=sbs,
+                         lossless=lossless, quiet=True)
     bar = iter(progress(range(sampling.steps), f"denoising {Path(src).name}"))
     return edit_file(editor, src, instruction, out, sampling, settings, audio=audio, side_by_side=sbs,
                      on_step=lambda i, n: next(bar, None), lossless=lossless)
@@ -472,9 +478,8 @@ def edit_batch(editor: Editor, rows: list[dict], out_dir: str | Path, sampling: 
     report, results = BatchReport(), []
     shared = getattr(editor, "parallel", None) is not None
     writes = getattr(editor, "writes", True)
-    for row in rows:
-        if row["kind"] == "t2v":
-            continue
+    edits = [row for row in rows if row["kind"] != "t2v"]
+    for row in progress(edits, "edit", total=len(edits)):  # one bar over the clips, not one a clip
         target = out_dir / f"{row['id']}.mp4"
         results.append({**row, "output": str(target)})
         if broadcast_object(target.exists()) if shared else target.exists():
@@ -483,7 +488,7 @@ def edit_batch(editor: Editor, rows: list[dict], out_dir: str | Path, sampling: 
         t0 = time.perf_counter()
         try:
             one = edit_single(editor, Path(row["source"]), row["instruction"], target, sampling, settings,
-                              audio=audio, side_by_side=side_by_side, lossless=lossless)
+                              audio=audio, side_by_side=side_by_side, lossless=lossless, quiet=True)
             report.done.append({"id": row["id"], "output": str(target), **one.as_dict()})
         except StorageError:
             raise
