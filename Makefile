@@ -103,12 +103,12 @@ demo: demo-bench  ## the whole pipeline on the toy world, ~14 min on 2 CPU cores
 	$(BIN)/python -m sama_cli.toy.demo $(DEMO)
 
 # ---- the ablation (docs/sama.md §8): baseline / +SA / +MA / +SA+MA over seeds at equal steps -> docs/ablation.md -----
-ABLATION_ARGS ?= --seeds 0 1 2 --stage0-steps 200 --stage1-steps 600
+ABLATION_ARGS ?= --seeds 0 1 2 --stage0-steps 300 --stage1-steps 2000  # the demo's steps: its model edits objects
 $(DEMO)/anc_plain/manifest.jsonl: $(DEMO)/toy/manifest.jsonl
 	$(SAMA) encode $< -o $(DEMO)/lat_plain --vae pixel:s4 --text-encoder tiny
 	$(SAMA) anchor $(DEMO)/lat_plain/manifest.jsonl -o $(DEMO)/anc_plain --grid 2
 
-ablation: $(DEMO)/anc/manifest.jsonl $(DEMO)/anc_plain/manifest.jsonl  ## the paper's claims at toy scale (~35 min)
+ablation: $(DEMO)/anc/manifest.jsonl $(DEMO)/anc_plain/manifest.jsonl  ## the paper's claims at toy scale (~2.5 h: 12 trainings of the demo's length)
 	$(BIN)/python -m sama_cli.toy.ablation --demo $(DEMO) --out $(OUT)/ablation $(ABLATION_ARGS)
 
 # ---- whole videos (issue 16): toy clips several windows long, boundary vs interior frames -> docs/long_videos.md ----

@@ -32,3 +32,33 @@ def test_per_kind_and_temporal_tables(tmp_path: Path) -> None:
     assert "- SA per kind, recolour: baseline 0.300 -> +SA 0.800 (+0.500; spread 0.141): better" in text
     assert "- SA per kind, style: baseline 0.900 -> +SA 0.900 (+0.000; spread 0.000): within the spread" in text
     assert "Warp error: baseline 6.000 -> +MA 6.000" in text
+
+
+def test_each_claim_gets_a_plain_verdict(tmp_path: Path) -> None:
+    """A claim holds when a pairing is better beyond the spread and none worse; does not hold when worse and
+    none better; mixed when both; undecided when both are within the spread (worked by hand below)."""
+    from sama_cli.toy.ablation import MA_PAIRS, SA_PAIRS, claim_verdict
+
+    def runs(acc: dict[str, tuple[float, float]]) -> list[dict]:
+        return [{"arm": arm, "seed": s, "acc": v} for arm, pair in acc.items() for s, v in enumerate(pair)]
+
+    def acc(r):
+        return r["acc"]
+
+    flat = {"baseline": (0.50, 0.52), "+SA": (0.50, 0.52), "+MA": (0.50, 0.52), "+SA+MA": (0.50, 0.52)}
+    assert claim_verdict(runs(flat), SA_PAIRS, acc) == "the spread cannot decide"
+    # +SA+MA 0.70 vs +MA 0.51 (spread 0.014): better; baseline -> +SA within: holds
+    assert claim_verdict(runs({**flat, "+SA+MA": (0.69, 0.71)}), SA_PAIRS, acc) == "holds here"
+    # +SA worse than baseline, +SA+MA equal to +MA: does not hold
+    assert claim_verdict(runs({**flat, "+SA": (0.30, 0.31)}), SA_PAIRS, acc).startswith("does not hold here")
+    # +SA worse, +SA+MA better: mixed; the same numbers read for MA: +MA = baseline, +SA -> +SA+MA better
+    both = runs({**flat, "+SA": (0.30, 0.31), "+SA+MA": (0.69, 0.71)})
+    assert claim_verdict(both, SA_PAIRS, acc).startswith("mixed")
+    assert claim_verdict(both, MA_PAIRS, acc) == "holds here"
+    # lower is better (trajectory error): the same rise is a worse result
+    assert claim_verdict(runs({**flat, "+SA+MA": (0.69, 0.71)}), SA_PAIRS, acc, lower_is_better=True).startswith(
+        "does not hold")
+    doc = tmp_path / "ablation.md"
+    results = [_run(arm, seed, 0.3, 6.0) for arm in ARMS for seed in (0, 1)]
+    write_doc(results, tmp_path, doc, 10, 20, None)
+    assert "- SA gives better edits (edit accuracy, split test): **the spread cannot decide**." in doc.read_text()
