@@ -26,7 +26,9 @@ from sama_cli.io.artifacts import atomic_write_text
 from sama_cli.toy.world import EDIT_KINDS
 
 ARMS = {"baseline": (False, False), "+SA": (True, False), "+MA": (False, True), "+SA+MA": (True, True)}
-EDIT_ARGS = ["--steps", "20", "--guidance", "1", "--shift", "5", "--split", "test,heldout", "--kind", "video_edit"]
+EDIT_ARGS = ["--steps", "20", "--guidance", "1", "--shift", "5", "--kind", "video_edit"]
+# stage 1 on both held-out splits; stage 0 alone (the zero-shot question) on the held-out clips only
+SPLITS = {"stage0": "test", "stage1": "test,heldout"}
 LOSS_LEVEL = 0.6  # convergence: first stage-1 step whose smoothed flow loss is below this
 
 
@@ -69,8 +71,8 @@ def run_arm(arm: str, seed: int, demo: Path, out: Path, s0: int, s1: int) -> dic
         if not (report / "summary.json").is_file():
             fresh = True
             _sama("edit", "--manifest", demo / "toy" / "manifest.jsonl", "--model", root / stage / "export" / "ema",
-                  "-o", edits, *EDIT_ARGS)
-            _sama("bench", "run", "toy", "--data", demo / "toy", "--split", "test,heldout", "--edits", edits,
+                  "-o", edits, "--split", SPLITS[stage], *EDIT_ARGS)
+            _sama("bench", "run", "toy", "--data", demo / "toy", "--split", SPLITS[stage], "--edits", edits,
                   "-o", report)
         summary = json.loads((report / "summary.json").read_text())
         splits = summary["splits"]
