@@ -78,8 +78,8 @@ def run_seed(seed: int, out: Path, clips: int, images: int, steps: int, base: st
 
 
 def old_kinds(out: Path, base: str, runs: list[dict[str, Any]], clips: int, grid: int = 1) -> dict[str, Any]:
-    """The old kinds on one larger fixed set of clips from the base model's own world (default `sama synth`
-    data, every clip a test clip): edited by the base once and by the base with each seed's adapter. The
+    """The old kinds on one larger fixed set of clips from the base model's own world (`sama synth` on the
+    base's lattice, every clip a test clip): edited by the base once and by the base with each seed's adapter. The
     seeds' data hold only a few test clips of each old kind; this set holds `clips` / 6 of each."""
     root = out / "old_kinds"
     if not (root / "toy" / "manifest.jsonl").is_file():
