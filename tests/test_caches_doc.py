@@ -18,9 +18,11 @@ def test_defaults_are_the_most_skipped_setting_within_the_allowed_loss() -> None
             # fbc:0.05 loses 0.005 on average, fbc:0.1 loses 0.02 (too much) though it skips more
             _run(1, "fbc:0.05", 0.89, 0.3, 40.0), _run(2, "fbc:0.05", 0.80, 0.5, 42.0),
             _run(1, "fbc:0.1", 0.88, 0.6), _run(2, "fbc:0.1", 0.78, 0.6),
-            _run(1, "taylorseer:2", 0.70, 0.3), _run(2, "taylorseer:2", 0.70, 0.3)]
+            _run(1, "taylorseer:2", 0.70, 0.3), _run(2, "taylorseer:2", 0.70, 0.3),
+            # fbc:0.02 loses nothing and skips most, but drifts to 39.5 dB from the uncached edit: not a default
+            _run(1, "fbc:0.02", 0.90, 0.9, 39.0), _run(2, "fbc:0.02", 0.80, 0.9, 40.0)]
     s = caches.summarise(runs)
-    assert list(s["settings"]) == ["none", "fbc:0.05", "fbc:0.1", "taylorseer:2"]
+    assert list(s["settings"]) == ["none", "fbc:0.02", "fbc:0.05", "fbc:0.1", "taylorseer:2"]
     assert s["settings"]["fbc:0.05"]["loss"][0] == pytest.approx(0.005)
     assert s["settings"]["fbc:0.05"]["skipped"] == pytest.approx((0.4, 0.1414213), rel=1e-5)
     assert s["settings"]["fbc:0.05"]["psnr_to_uncached"][0] == pytest.approx(41.0)

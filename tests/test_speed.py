@@ -46,7 +46,8 @@ def _rel(a, b):
 
 
 def test_cache_spec_parses_names_and_values_and_says_what_is_wrong() -> None:
-    assert CacheSpec.parse("fbc") == CacheSpec("fbc", 0.1) and CacheSpec.parse("FBC:0.4") == CacheSpec("fbc", 0.4)
+    assert CacheSpec.parse("fbc") == CacheSpec("fbc", 0.2) and CacheSpec.parse("FBC:0.4") == CacheSpec("fbc", 0.4)
+    assert CacheSpec.parse("taylorseer") == CacheSpec("taylorseer", 4.0)  # docs/caches.md picked both
     assert CacheSpec.parse("taylorseer:3") == CacheSpec("taylorseer", 3.0) and str(CacheSpec.parse("fbc:0.1")) == "fbc:0.1"
     for text, message in (("tea", "unknown cache"), ("fbc:x", "must be a number"), ("fbc:-1", "positive"),
                           ("taylorseer:2.5", "positive integer")):

@@ -27,7 +27,7 @@ from sama_cli.model.transformer import SamaTransformer
 # --cache NAME[:value]: the value is FBC's threshold on the first block's relative residual change, and
 # TaylorSeer's interval (a full forward every `interval` steps after its warm-up, predictions between).
 # Defaults: the most skipped at <= 0.01 toy-oracle accuracy lost, 20 steps (docs/caches.md, `make caches`)
-CACHES = {"fbc": ("threshold", 0.1), "taylorseer": ("interval", 3)}
+CACHES = {"fbc": ("threshold", 0.2), "taylorseer": ("interval", 4)}
 TAYLORSEER_MODULES = r"blocks\.\d+\.(attn1|attn2|ffn)"  # predicted between full steps: each block's three parts
 
 
