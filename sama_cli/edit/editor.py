@@ -425,12 +425,9 @@ def edit_single(editor: Editor, src: str | Path, instruction: str, out: str | Pa
     denoising steps (none when `quiet`: a batch's bar counts clips), and with `side_by_side`, OUT.sbs.mp4
     (source | edit) beside OUT."""
     sbs = Path(out).with_suffix(".sbs.mp4") if side_by_side else None
-    if quiet:
-        return edit_file(editor, src, instruction, out, sampling, settings, audio=audio, side_by_side=sbs,
-                         lossless=lossless, quiet=True)
-    bar = iter(progress(range(sampling.steps), f"denoising {Path(src).name}"))
+    bar = None if quiet else iter(progress(range(sampling.steps), f"denoising {Path(src).name}"))
     return edit_file(editor, src, instruction, out, sampling, settings, audio=audio, side_by_side=sbs,
-                     on_step=lambda i, n: next(bar, None), lossless=lossless)
+                     on_step=None if bar is None else lambda i, n: next(bar, None), lossless=lossless, quiet=quiet)
 
 
 def manifest_rows(manifest: str | Path, split: str | None = None, limit: int | None = None, *,
@@ -479,7 +476,7 @@ def edit_batch(editor: Editor, rows: list[dict], out_dir: str | Path, sampling: 
     shared = getattr(editor, "parallel", None) is not None
     writes = getattr(editor, "writes", True)
     edits = [row for row in rows if row["kind"] != "t2v"]
-    for row in progress(edits, "edit", total=len(edits)):  # one bar over the clips, not one a clip
+    for row in progress(edits, "edit"):  # one bar over the clips, not one a clip
         target = out_dir / f"{row['id']}.mp4"
         results.append({**row, "output": str(target)})
         if broadcast_object(target.exists()) if shared else target.exists():

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sama_cli.toy.study import sama, study_parser, world_grid, write_study
+from sama_cli.toy.study import model_card, sama, study_parser, world_grid, write_study
 from sama_cli.toy.world import ALL_KINDS
 
 RECIPE = "recipes/toy_lora.yaml"
@@ -209,8 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = load_recipe(RECIPE)
     steps = args.steps or recipe.train.steps
     t0 = time.perf_counter()
-    config = Path(base) / "config.json"  # the base's card: the toy world it trained on
-    grid = world_grid(json.loads(config.read_text()).get("meta", {}) if config.is_file() else {})
+    grid = world_grid(model_card(Path(base)))  # the toy world the base trained on
     runs = [run_seed(s, args.out, args.clips, args.images, steps, base, grid) for s in args.seeds]
     summary = summarise(runs)
     summary["old_kinds"] = old_kinds(args.out, base, runs, args.old_clips, grid)

@@ -30,9 +30,13 @@ def study_model(model: str | None):
 
     path = Path(model or default_model() or "")
     editor = load_editor(model=str(path), device="cpu")
-    config = path / "config.json"
-    card = json.loads(config.read_text()).get("meta", {}) if config.is_file() else {}
-    return path, editor, card
+    return path, editor, model_card(path)
+
+
+def model_card(path: Path) -> dict[str, Any]:
+    """The meta of a sama checkpoint's config.json (its model card's numbers), {} when it has none."""
+    config = Path(path) / "config.json"
+    return json.loads(config.read_text()).get("meta", {}) if config.is_file() else {}
 
 
 def world_grid(card: dict[str, Any]) -> int:
