@@ -186,14 +186,14 @@ def test_batch_survives_any_exception_in_a_row(kit, tmp_path: Path, monkeypatch)
     import sama_cli.edit.editor
     from sama_cli.cli import app
 
-    real = sama_cli.edit.editor.edit_file
+    real = sama_cli.edit.editor.Editor.edit_clips
 
-    def flaky(editor, src, instruction, out, *args, **kwargs):
-        if "boom" in instruction:
+    def flaky(editor, clips, *args, **kwargs):
+        if any("boom" in instruction for _, instruction in clips):
             raise RuntimeError("CUDA out of memory (simulated)")
-        return real(editor, src, instruction, out, *args, **kwargs)
+        return real(editor, clips, *args, **kwargs)
 
-    monkeypatch.setattr(sama_cli.edit.editor, "edit_file", flaky)
+    monkeypatch.setattr(sama_cli.edit.editor.Editor, "edit_clips", flaky)
     manifest = tmp_path / "rows.jsonl"
     rows = [{"id": "a", "kind": "video_edit", "source": str(CLIP), "instruction": "boom"},
             {"id": "b", "kind": "video_edit", "source": str(CLIP), "instruction": "remove the cup"}]
@@ -316,14 +316,19 @@ def test_a_refused_write_stops_the_batch(tmp_path: Path, monkeypatch) -> None:
 
     tried = []
 
-    def full_disk(editor, src, instruction, out, *args, **kwargs):
+    class Unedited:  # an editor that returns each clip as it came
+        def edit_clips(self, clips, *args, **kwargs):
+            return [(frames, sama_cli.edit.editor.EditReport(frames=len(frames), fps=0.0, size=frames.shape[1:3],
+                                                             padded_frames=0, steps=1)) for frames, _ in clips]
+
+    def full_disk(clip, edited, report, out, *args, **kwargs):
         tried.append(Path(out).name)
         raise StorageError("cannot write: No space left on device", path=out)
 
-    monkeypatch.setattr(sama_cli.edit.editor, "edit_file", full_disk)
+    monkeypatch.setattr(sama_cli.edit.editor, "write_edit", full_disk)
     rows = [{"id": i, "kind": "video_edit", "source": str(CLIP), "instruction": "remove the cup"} for i in "ab"]
     with pytest.raises(StorageError, match="No space left"):
-        edit_batch(None, rows, tmp_path / "e", SamplingConfig(steps=1), EditSettings())
+        edit_batch(Unedited(), rows, tmp_path / "e", SamplingConfig(steps=1), EditSettings(max_frames=3))
     assert tried == ["a.mp4"]
 
 
@@ -380,3 +385,57 @@ def test_a_long_batch_prints_one_line_of_totals() -> None:
         _print_summary(done[:12], [{"id": "x", "error": "unreadable"}], 2)
     text = cap.get()
     assert all(f"c{i}.mp4" in text for i in range(12)) and "skipped 2" in text and "x: unreadable" in text
+
+
+def test_clips_denoised_together_give_each_clip_its_own_edit(tmp_path: Path, monkeypatch) -> None:
+    """--clip-batch 2 with the embedded model on toy clips: consecutive clips of one shape share a denoising
+    batch, each with its own source, prompt and the noise its seed gives it alone, so every output is the
+    clip's edit made alone (within float rounding: at most 1 of 255); a clip of another length starts the
+    next batch."""
+    from sama_cli.edit.editor import Editor
+    from sama_cli.toy.world import generate, render
+
+    short = [s for s in generate(8, 0, 0, seed=5, size=32, frames=5)][:4]
+    long = next(iter(generate(1, 0, 0, seed=6, size=32, frames=9)))  # two windows of the model's five frames
+    rows = []
+    for i, sample in zip("abcde", [short[0], short[1], long, short[2], short[3]], strict=True):
+        write_video(tmp_path / f"{i}.mp4", render(sample.source), 8.0, lossless=True)
+        rows.append({"id": i, "kind": "video_edit", "source": str(tmp_path / f"{i}.mp4"),
+                     "instruction": sample.edit.instruction})
+    editor = load_editor(None, device="cpu")
+    real, groups = Editor.edit_clips, []
+
+    def spy(self, clips, *args, **kwargs):
+        groups.append(len(clips))
+        return real(self, clips, *args, **kwargs)
+
+    monkeypatch.setattr(Editor, "edit_clips", spy)
+    sampling, alone = EditRequest(steps=4).resolve(editor.defaults)
+    edit_batch(editor, rows, tmp_path / "alone", sampling, alone, lossless=True)
+    assert groups == [1] * 5
+    groups.clear()
+    _, together = EditRequest(steps=4, clip_batch=2).resolve(editor.defaults)
+    batch = edit_batch(editor, rows, tmp_path / "together", sampling, together, lossless=True)
+    assert groups == [2, 1, 2]  # a b | c (9 frames) | d e
+    assert [d["batch"] for d in batch.done] == [2, 2, 1, 2, 2]
+    for i in "abcde":
+        a = read_video(tmp_path / "alone" / f"{i}.mp4").frames.int()
+        b = read_video(tmp_path / "together" / f"{i}.mp4").frames.int()
+        assert a.shape == b.shape and (a - b).abs().max() <= 1, i
+    # the two clips of a batch give different edits: the comparison above could tell them apart
+    a, b = (read_video(tmp_path / "together" / f"{i}.mp4").frames.int() for i in "ab")
+    assert (a - b).abs().max() > 8
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--clip-batch", "2"], "--clip-batch goes with --manifest"),
+    (["--clip-batch", "0"], "--clip-batch must be at least 1"),
+    (["--clip-batch", "2", "--cache", "fbc", "--manifest", "m.jsonl"], "--clip-batch with --cache"),
+])
+def test_clip_batch_refuses_what_it_cannot_do(tmp_path: Path, args: list[str], message: str) -> None:
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "kind": "video_edit", "source": str(CLIP), "instruction": "x"}) + "\n")
+    target = ["-o", tmp_path / "o.mp4"] if "--manifest" not in args else ["-o", tmp_path / "out"]
+    res = sama("edit", *([] if "--manifest" in args else [CLIP, "x"]), *target, *args, cwd=tmp_path)
+    assert res.returncode == 2 and message in res.stderr, res.stderr
+    assert not (tmp_path / "o.mp4").exists() and not (tmp_path / "out").exists()

@@ -54,6 +54,10 @@ def edit(
     kind: str | None = typer.Option(None, "--kind", help="Batch mode: only rows of these kinds (video_edit, "
                                     "image_edit; default both)."),
     limit: int | None = typer.Option(None, "--limit", help="Batch mode: at most this many rows."),
+    clip_batch: int = typer.Option(1, "--clip-batch", help="Batch mode: up to N consecutive clips of the same "
+                                   "frames and size denoised together, each with its own instruction and its "
+                                   "seed's noise (the same edits within float rounding; faster when the model "
+                                   "leaves the device idle, e.g. a small model or a large GPU)."),
     model: str | None = typer.Option(None, "--model", help="A sama checkpoint, or SAMA release weights "
                                      "(release layout; then --base points at Wan2.1-T2V-14B). Default: the "
                                      "embedded toy-world model."),
@@ -152,7 +156,8 @@ def edit(
                           timestep_dtype=timestep_dtype,
                           seed=seed, prompt_prefix=prompt_prefix, negative_prompt=negative_prompt,
                           null_negative=null_negative, max_frames=max_frames, resize=resize, anchor_frames=anchors,
-                          window=window, overlap=overlap, window_batch=window_batch, semantic_windows=semantic_windows,
+                          window=window, overlap=overlap, window_batch=window_batch, clip_batch=clip_batch,
+                          semantic_windows=semantic_windows,
                           batch_guidance=batch_cfg, cache=cache,
                           output_size=output_size)
     request.validate()  # before the model: loading one can take minutes
@@ -164,6 +169,8 @@ def edit(
         raise ConfigError("--base-path goes with --manifest")
     if kind is not None and manifest is None:
         raise ConfigError("--kind goes with --manifest")
+    if clip_batch != 1 and manifest is None:
+        raise ConfigError("--clip-batch goes with --manifest")
     rows, bad_rows = (manifest_rows(manifest, split, limit, base_path=base_path, kind=kind)
                       if manifest is not None else (None, []))
     dist = _join_ranks(device)

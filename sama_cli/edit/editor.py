@@ -52,6 +52,7 @@ class EditSettings:
     overlap: int | None = None  # frames shared by neighbouring windows (None: about a third of the window)
     semantic_windows: str = "shared"  # shared | per-window: one semantic anchor for the clip, or one per window
     window_batch: int = 1  # windows through the model at once (peak memory grows with it)
+    clip_batch: int = 1  # batch mode: clips of one shape denoised together (Editor.edit_clips)
     # the guidance branches in one forward (same edit; --no-batch-cfg saves memory). None: on a GPU, where
     # the bigger batch fills the device; not on the CPU, where it measured no faster (make bench)
     batch_guidance: bool | None = None
@@ -73,6 +74,11 @@ class EditSettings:
             raise ConfigError(f"--overlap must be at least 0 frames, not {self.overlap}")
         if self.window_batch < 1:
             raise ConfigError(f"--window-batch must be at least 1, not {self.window_batch}")
+        if self.clip_batch < 1:
+            raise ConfigError(f"--clip-batch must be at least 1, not {self.clip_batch}")
+        if self.clip_batch > 1 and self.cache is not None:
+            raise ConfigError("--clip-batch with --cache: a step cache decides for the whole batch at once, so a "
+                              "clip's edit would depend on its neighbours; use one or the other")
         if self.semantic_windows not in SEMANTIC_MODES:
             raise ConfigError(f"semantic tokens across windows must be one of {SEMANTIC_MODES}, "
                               f"not {self.semantic_windows!r}")
@@ -140,6 +146,7 @@ class EditRequest:
     overlap: int | None = None
     semantic_windows: str = EditSettings.semantic_windows
     window_batch: int = EditSettings.window_batch
+    clip_batch: int = EditSettings.clip_batch
     batch_guidance: bool | None = None
     cache: str | None = None
     output_size: str = EditSettings.output_size
@@ -162,7 +169,8 @@ class EditRequest:
                                 null_negative=self.null_negative, max_frames=self.max_frames, size=size,
                                 window=_first(self.window, model.window_frames, RELEASE_MAX_FRAMES),
                                 overlap=self.overlap, semantic_windows=self.semantic_windows,
-                                window_batch=self.window_batch, output_size=self.output_size,
+                                window_batch=self.window_batch, clip_batch=self.clip_batch,
+                                output_size=self.output_size,
                                 batch_guidance=self.batch_guidance, cache=self.cache,
                                 bucket=self.bucket is not False, resize=self.resize, anchor_frames=self.anchor_frames)
         return sampling, settings
@@ -192,6 +200,7 @@ class EditReport:
     blocks_skipped: float = 0.0  # fraction of the blocks' self-attention evaluations a step cache served
     ranks: int = 1  # processes that denoised it (torchrun)
     layout: str = "one rank"  # how they shared it (edit/multigpu.py Layout.describe)
+    batch: int = 1  # clips denoised together (--clip-batch); `seconds["denoise"]` is this clip's share
 
     @property
     def seconds_per_step(self) -> float:
@@ -298,57 +307,76 @@ class Editor:
                     settings: EditSettings, on_step=None) -> tuple[torch.Tensor | None, EditReport]:
         """Edit uint8 frames (T, H, W, 3) already at the working size; returns uint8 frames of the same
         shape (None on the ranks of a multi-rank edit that do not write) and a report with per-stage seconds."""
+        return self.edit_clips([(frames_thwc, instruction)], sampling, settings, on_step=on_step)[0]
+
+    def edit_clips(self, clips: list[tuple[torch.Tensor, str]], sampling: SamplingConfig, settings: EditSettings,
+                   on_step=None) -> list[tuple[torch.Tensor | None, EditReport]]:
+        """Edit several clips of one shape, each (uint8 frames (T, H, W, 3) at the working size, instruction),
+        denoised as one batch (`--clip-batch`): each clip with its own prompt and the noise its seed gives it
+        alone, so each edit is the one `edit_frames` makes within float rounding. Prompts, VAE encode and
+        decode go clip by clip (their memory does not grow with the batch); one clip is the plain edit."""
         settings.validate()
         par = self.parallel
         if settings.cache and par is not None and par.sequence is not None:
             raise ConfigError("--cache with a sequence split: each rank would skip blocks on its own part of the "
                               "sequence; use --parallel guidance, or one rank")
-        seconds: dict[str, float] = {}
-        t0 = time.perf_counter()
-        context, negative = self.encode_prompts(instruction, settings)
-        seconds["text"] = time.perf_counter() - t0
-
-        n = frames_thwc.shape[0]
-        padded = fit_frames(frames_thwc, "pad", k=self.codec.temporal_factor)  # 1+4k for Wan (docs/sama.md §4)
+        if len(clips) > 1 and par is not None:
+            raise ConfigError("--clip-batch with several ranks: the ranks share one clip at a time; use one or the other")
+        if len({tuple(frames.shape) for frames, _ in clips}) != 1:
+            raise ConfigError("the clips of one batch must have the same frames and size: "
+                              + ", ".join("x".join(map(str, f.shape[:3])) for f, _ in clips))
+        seconds: list[dict[str, float]] = [{} for _ in clips]
+        contexts, sources = [], []
+        for (frames, instruction), sec in zip(clips, seconds, strict=True):
+            t0 = time.perf_counter()
+            contexts.append(self.encode_prompts(instruction, settings))
+            sec["text"] = time.perf_counter() - t0
+            padded = fit_frames(frames, "pad", k=self.codec.temporal_factor)  # 1+4k for Wan (docs/sama.md §4)
+            video = padded.permute(3, 0, 1, 2).unsqueeze(0).float().div(127.5).sub(1)  # (1, 3, T, H, W) in [-1, 1]
+            t0 = time.perf_counter()
+            with self._stage(self.codec, self.device), torch.no_grad():
+                sources.append(self.codec.encode(video.to(self.device)))
+            sec["encode"] = time.perf_counter() - t0
+        n, h, w = clips[0][0].shape[:3]
         n_pad = padded.shape[0] - n
-        video = padded.permute(3, 0, 1, 2).unsqueeze(0).float().div(127.5).sub(1)  # (1, 3, T, H, W) in [-1, 1]
-        t0 = time.perf_counter()
-        with self._stage(self.codec, self.device), torch.no_grad():
-            source = self.codec.encode(video.to(self.device))
-        seconds["encode"] = time.perf_counter() - t0
+        context, negative = torch.cat([c for c, _ in contexts]), torch.cat([neg for _, neg in contexts])
+        source = torch.cat(sources)
 
         if settings.anchor_frames is not None:  # a copy: the caller's config serves the next clip unchanged
             sampling = dataclasses.replace(
                 sampling, semantic_tokens=self.model.config.semantic_tokens_per_frame * settings.anchor_frames)
         plan = self.window_plan(source.shape[2], settings)
         counter = self._use_cache(settings.cache, sampling.steps)
+        noise = [torch.Generator().manual_seed(sampling.seed) for _ in clips]  # each clip's own, as if alone
         t0 = time.perf_counter()
         try:
             with self._stage(self.model, self.device), torch.no_grad():
                 result = sample(self.model, tuple(source.shape), context, negative, source, sampling,
-                                on_step=on_step, windows=plan, batch_guidance=self.batch_guidance(settings),
-                                parallel=par)
+                                generator=noise, on_step=on_step, windows=plan,
+                                batch_guidance=self.batch_guidance(settings), parallel=par)
         finally:
             if counter is not None:
                 counter.close()
-        seconds["denoise"] = time.perf_counter() - t0
+        for sec in seconds:
+            sec["denoise"] = (time.perf_counter() - t0) / len(clips)
 
-        out = None
+        edited: list[torch.Tensor | None] = [None] * len(clips)
         if self.writes:  # the other ranks of a multi-rank edit only help denoise
-            t0 = time.perf_counter()
-            with self._stage(self.codec, self.device), torch.no_grad():
-                decoded = self.codec.decode(result.latents.to(self.device))  # (1, 3, T', H, W) in [-1, 1]
-            seconds["decode"] = time.perf_counter() - t0
-            out = decoded[0, :, :n].clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(1, 2, 3, 0)
-            out = out.cpu().contiguous()
-        report = EditReport(frames=n, fps=0.0, size=(frames_thwc.shape[1], frames_thwc.shape[2]),
-                            padded_frames=n_pad, steps=sampling.steps, seconds=seconds,
-                            peak_memory_mb=_peak_memory_mb(self.device), windows=len(plan.spans),
-                            forwards=result.forwards, cache=self._cache[0] if self._cache else None,
-                            blocks_skipped=counter.skipped(result.forwards) if counter is not None else 0.0,
-                            ranks=1 if par is None else par.layout.ranks,
-                            layout="one rank" if par is None else par.layout.describe())
-        return out, report
+            for i, sec in enumerate(seconds):
+                t0 = time.perf_counter()
+                with self._stage(self.codec, self.device), torch.no_grad():
+                    decoded = self.codec.decode(result.latents[i:i + 1].to(self.device))  # (1, 3, T', H, W)
+                sec["decode"] = time.perf_counter() - t0
+                out = decoded[0, :, :n].clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(1, 2, 3, 0)
+                edited[i] = out.cpu().contiguous()
+        peak = _peak_memory_mb(self.device)
+        skipped = counter.skipped(result.forwards) if counter is not None else 0.0
+        return [(out, EditReport(frames=n, fps=0.0, size=(h, w), padded_frames=n_pad, steps=sampling.steps,
+                                 seconds=sec, peak_memory_mb=peak, windows=len(plan.spans),
+                                 forwards=result.forwards, cache=self._cache[0] if self._cache else None,
+                                 blocks_skipped=skipped, ranks=1 if par is None else par.layout.ranks,
+                                 layout="one rank" if par is None else par.layout.describe(), batch=len(clips)))
+                for out, sec in zip(edited, seconds, strict=True)]
 
     def batch_guidance(self, settings: EditSettings) -> bool:
         """Whether the guidance branches share a forward: as asked, else on any device but the CPU."""
@@ -374,48 +402,78 @@ def working_size(height: int, width: int, settings: EditSettings) -> tuple[int, 
                        multiple=settings.multiple)
 
 
-def edit_file(editor: Editor, src: str | Path, instruction: str, out: str | Path, sampling: SamplingConfig,
-              settings: EditSettings, *, audio: bool = True, side_by_side: str | Path | None = None,
-              on_step=None, lossless: bool = False, quiet: bool = False) -> EditReport:
-    """Edit one file end to end. The output (and side-by-side) appear only when everything succeeded.
-    `lossless`: exact RGB H.264 that decodes to the edited frames bit for bit (for scoring: the default
-    lossy H.264 is not reproducible bit for bit across processes, see io/video.py). `quiet`: no line
-    saying what was written (a batch has one progress bar and one summary instead)."""
-    from sama_cli.io.video import hstack_videos, read_video, resize_frames, unresize_frames, write_video
+@dataclass
+class SourceClip:
+    """A source read for an edit: the video as read, its frames at the working size, and how long reading took."""
 
-    t_start = time.perf_counter()
+    src: Path
+    video: Any  # io/video.py Video
+    frames: torch.Tensor  # (T, H, W, 3) uint8 at the working size
+    left_out: int  # source frames after --max-frames, not edited
+    seconds: float
+
+
+def read_clip(src: str | Path, settings: EditSettings) -> SourceClip:
+    """Read `src` (the first --max-frames frames, saying how many are left out) and fit it to the working size."""
+    from sama_cli.io.video import read_video, resize_frames
+
+    t0 = time.perf_counter()
     video = read_video(src, max_frames=settings.max_frames)
     total = video.info.frames if video.info is not None and video.info.frames else video.num_frames
     left_out = max(0, total - video.num_frames)
     if left_out:
         warn(f"{src}: editing the first {video.num_frames} of {total} frames (--max-frames {settings.max_frames}); "
-             f"{left_out} frames are left out of {Path(out).name}")
+             f"{left_out} frames are left out of the edit")
     size = working_size(video.frames.shape[1], video.frames.shape[2], settings)
     frames = resize_frames(video.frames, size, mode=settings.resize)
-    t_read = time.perf_counter() - t_start
-    edited, report = editor.edit_frames(frames, instruction, sampling, settings, on_step=on_step)
-    report.fps = video.fps
-    if edited is None:  # a rank of a multi-rank edit that does not write
-        return report
+    return SourceClip(Path(src), video, frames, left_out, time.perf_counter() - t0)
+
+
+def write_edit(clip: SourceClip, edited: torch.Tensor, report: EditReport, out: str | Path, settings: EditSettings,
+               *, audio: bool = True, side_by_side: str | Path | None = None, lossless: bool = False,
+               quiet: bool = False) -> EditReport:
+    """Write the edit of `clip` to `out` (and source | edit to `side_by_side`), completing `report`. The
+    output (and side-by-side) appear only when everything succeeded."""
+    from sama_cli.io.video import hstack_videos, unresize_frames, write_video
+
     t0 = time.perf_counter()
+    fps = clip.video.fps
+    report.fps = fps
     if side_by_side is not None:  # first: OUT is what batch mode takes for "done"
-        write_video(side_by_side, hstack_videos(frames, edited), video.fps)
-    written = unresize_frames(edited, video.frames, settings.resize) if settings.output_size == "source" else edited
+        write_video(side_by_side, hstack_videos(clip.frames, edited), fps)
+    written = unresize_frames(edited, clip.video.frames, settings.resize) if settings.output_size == "source" else edited
     try:
-        write_video(out, written, video.fps, audio_from=src if audio else None, lossless=lossless)
+        write_video(out, written, fps, audio_from=clip.src if audio else None, lossless=lossless)
     except BaseException:
         if side_by_side is not None:
             Path(side_by_side).unlink(missing_ok=True)
         raise
-    report.seconds["io"] = t_read + time.perf_counter() - t0
-    report.seconds["total"] = time.perf_counter() - t_start
-    report.frames_left_out = left_out
-    windows = f" in {report.windows} windows" if report.windows > 1 else ""
-    cut = f" ({left_out} frames after --max-frames left out)" if left_out else ""
+    report.seconds["io"] = clip.seconds + time.perf_counter() - t0
+    report.seconds["total"] = sum(v for k, v in report.seconds.items() if k != "total")
+    report.frames_left_out = clip.left_out
     report.output_size = (written.shape[1], written.shape[2])
     if not quiet:
-        info(f"{out}: {report.frames} frames{windows} at {report.fps:g} fps, {written.shape[1]}x{written.shape[2]}{cut}")
+        windows = f" in {report.windows} windows" if report.windows > 1 else ""
+        cut = f" ({clip.left_out} frames after --max-frames left out)" if clip.left_out else ""
+        info(f"{out}: {report.frames} frames{windows} at {fps:g} fps, {written.shape[1]}x{written.shape[2]}{cut}")
     return report
+
+
+def edit_file(editor: Editor, src: str | Path, instruction: str, out: str | Path, sampling: SamplingConfig,
+              settings: EditSettings, *, audio: bool = True, side_by_side: str | Path | None = None,
+              on_step=None, lossless: bool = False, quiet: bool = False) -> EditReport:
+    """Edit one file end to end (`read_clip`, `Editor.edit_frames`, `write_edit`). The output (and
+    side-by-side) appear only when everything succeeded. `lossless`: exact RGB H.264 that decodes to the
+    edited frames bit for bit (for scoring: the default lossy H.264 is not reproducible bit for bit across
+    processes, see io/video.py). `quiet`: no line saying what was written (a batch has one progress bar
+    and one summary instead)."""
+    clip = read_clip(src, settings)
+    edited, report = editor.edit_frames(clip.frames, instruction, sampling, settings, on_step=on_step)
+    if edited is None:  # a rank of a multi-rank edit that does not write
+        report.fps = clip.video.fps
+        return report
+    return write_edit(clip, edited, report, out, settings, audio=audio, side_by_side=side_by_side,
+                      lossless=lossless, quiet=quiet)
 
 
 def edit_single(editor: Editor, src: str | Path, instruction: str, out: str | Path, sampling: SamplingConfig,
@@ -458,14 +516,79 @@ class BatchReport:
         return {"done": self.done, "failed": self.failed, "skipped": self.skipped}
 
 
+class _Batcher:
+    """edit_batch's rows in flight: read clips waiting for their denoising batch (at most `clip_batch`, all
+    of one shape), and what became of each row."""
+
+    def __init__(self, editor: Editor, report: BatchReport, sampling: SamplingConfig, settings: EditSettings,
+                 writes: bool, **write_options: Any):
+        self.editor, self.report, self.sampling, self.settings = editor, report, sampling, settings
+        self.writes, self.write_options = writes, write_options
+        self.pending: list[tuple[dict, Path, SourceClip]] = []
+
+    def fail(self, row: dict, e: Exception, t0: float) -> None:
+        message = e.message if isinstance(e, SamaError) else f"{type(e).__name__}: {e}"
+        self.report.failed.append({"id": row["id"], "error": message})
+        if self.writes:
+            err.print(f"[red]failed[/red] {row['id']}: {escape(message)} ({time.perf_counter() - t0:.1f}s)")
+
+    def add(self, row: dict, target: Path) -> None:
+        """Read the row's clip; denoise the waiting clips first when it has another shape, and all of
+        them when the batch is full."""
+        t0 = time.perf_counter()
+        try:
+            clip = read_clip(Path(row["source"]), self.settings)
+        except StorageError:
+            raise
+        except Exception as e:  # one bad row never stops the batch
+            self.fail(row, e, t0)
+            return
+        if self.pending and self.pending[0][2].frames.shape != clip.frames.shape:
+            self.flush()
+        self.pending.append((row, target, clip))
+        if len(self.pending) >= self.settings.clip_batch:
+            self.flush()
+
+    def flush(self) -> None:
+        """Denoise the waiting clips together and write each edit; a failed denoising fails them all."""
+        batch, t0 = self.pending[:], time.perf_counter()
+        self.pending.clear()
+        if not batch:
+            return
+        try:
+            edited = self.editor.edit_clips([(clip.frames, row["instruction"]) for row, _, clip in batch],
+                                            self.sampling, self.settings)
+        except StorageError:
+            raise
+        except Exception as e:
+            for row, _, _ in batch:
+                self.fail(row, e, t0)
+            return
+        for (row, target, clip), (frames, one) in zip(batch, edited, strict=True):
+            if frames is None:  # a rank of a multi-rank edit that does not write
+                continue
+            options = dict(self.write_options)
+            sbs = target.with_suffix(".sbs.mp4") if options.pop("side_by_side") else None
+            try:
+                write_edit(clip, frames, one, target, self.settings, side_by_side=sbs, quiet=True, **options)
+                self.report.done.append({"id": row["id"], "output": str(target), **one.as_dict()})
+            except StorageError:
+                raise
+            except Exception as e:
+                self.fail(row, e, t0)
+
+
 def edit_batch(editor: Editor, rows: list[dict], out_dir: str | Path, sampling: SamplingConfig,
                settings: EditSettings, *, audio: bool = True, side_by_side: bool = False,
                lossless: bool = False) -> BatchReport:
-    """`sama edit --manifest`: each edit row to OUT_DIR/<id>.mp4 (`edit_single`), skipping outputs that
-    exist, then OUT_DIR/manifest.jsonl with the rows whose output exists.
+    """`sama edit --manifest`: each edit row to OUT_DIR/<id>.mp4, skipping outputs that exist, then
+    OUT_DIR/manifest.jsonl with the rows whose output exists. With `settings.clip_batch` N > 1, up to N
+    consecutive rows whose clips have the same frames and working size are denoised together
+    (`Editor.edit_clips`); a row of another shape starts the next batch, so at most N clips are held.
 
-    A row that fails (unreadable file, out of memory, ...) is reported and the batch goes on; a write the
-    system refused (StorageError: a full disk) stops it, since every row after it would fail the same way.
+    A row that fails (unreadable file, out of memory, ...) is reported and the batch goes on (a failed
+    denoising fails the rows denoised with it); a write the system refused (StorageError: a full disk)
+    stops it, since every row after it would fail the same way.
     Several ranks: every rank takes every row (rank 0 says which are done already); rank 0 writes."""
     from sama_cli.core.distributed import broadcast_object
     from sama_cli.io.manifest import write_manifest
@@ -475,26 +598,18 @@ def edit_batch(editor: Editor, rows: list[dict], out_dir: str | Path, sampling: 
     report, results = BatchReport(), []
     shared = getattr(editor, "parallel", None) is not None
     writes = getattr(editor, "writes", True)
-    edits = [row for row in rows if row["kind"] != "t2v"]
-    for row in progress(edits, "edit"):  # one bar over the clips, not one a clip
+    if shared and settings.clip_batch > 1:
+        raise ConfigError("--clip-batch with several ranks: the ranks share one clip at a time; use one or the other")
+    batcher = _Batcher(editor, report, sampling, settings, writes, audio=audio, side_by_side=side_by_side,
+                       lossless=lossless)
+    for row in progress([row for row in rows if row["kind"] != "t2v"], "edit"):  # one bar over the clips
         target = out_dir / f"{row['id']}.mp4"
         results.append({**row, "output": str(target)})
         if broadcast_object(target.exists()) if shared else target.exists():
             report.skipped += 1
             continue
-        t0 = time.perf_counter()
-        try:
-            one = edit_single(editor, Path(row["source"]), row["instruction"], target, sampling, settings,
-                              audio=audio, side_by_side=side_by_side, lossless=lossless, quiet=True)
-            report.done.append({"id": row["id"], "output": str(target), **one.as_dict()})
-        except StorageError:
-            raise
-        except Exception as e:  # one bad row never stops the batch
-            message = e.message if isinstance(e, SamaError) else f"{type(e).__name__}: {e}"
-            report.failed.append({"id": row["id"], "error": message})
-            if writes:
-                err.print(f"[red]failed[/red] {row['id']}: {escape(message)} "
-                          f"({time.perf_counter() - t0:.1f}s)")
+        batcher.add(row, target)
+    batcher.flush()
     if writes:
         write_manifest([r for r in results if Path(r["output"]).exists()], out_dir / "manifest.jsonl")
     return report

@@ -10,7 +10,7 @@ Schedulers:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -225,6 +225,26 @@ def blended_velocity(guided: Guided, plan: WindowPlan, latents: torch.Tensor, st
     return v, vs
 
 
+def _noise(shape: tuple[int, ...], semantic: tuple[int, int], n_states: int,
+           generator: torch.Generator | Sequence[torch.Generator]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The starting noise on the CPU: video latents of `shape` (B, ...) and `n_states` semantic states
+    (B, *semantic). One generator: the whole video batch, then each state. One generator per batch element:
+    the same per element (its video, then its states), stacked."""
+    b = shape[0]
+    if isinstance(generator, torch.Generator):
+        draws = [(generator, b)]
+    else:
+        if len(generator) != b:
+            raise ConfigError(f"{len(generator)} noise generators for a batch of {b}")
+        draws = [(g, 1) for g in generator]
+    videos, states = [], [[] for _ in range(n_states)]
+    for g, n in draws:
+        videos.append(torch.randn((n, *shape[1:]), generator=g, dtype=torch.float32))
+        for k in range(n_states):
+            states[k].append(torch.randn((n, *semantic), generator=g, dtype=torch.float32))
+    return torch.cat(videos), [torch.cat(z) for z in states]
+
+
 def sample(
     model: SamaTransformer,
     latent_shape: tuple[int, ...],
@@ -233,7 +253,7 @@ def sample(
     source_latents: torch.Tensor | None,
     cfg: SamplingConfig,
     *,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     scheduler_template=None,
     on_step: Callable[[int, int], None] | None = None,
     windows: WindowPlan | None = None,
@@ -244,7 +264,9 @@ def sample(
     `source_latents` and the prompt `context` (B, L, D); `negative_context` drives guidance.
 
     Noise is drawn on the CPU from `generator` (video first, then semantic tokens), so a seed gives the
-    same start on every device. Both streams take the same scheduler steps and the same guidance.
+    same start on every device. A sequence of generators, one per batch element, draws each element's noise
+    from its own (video, then its semantic tokens): a batch of clips then starts where each clip would
+    start alone (`Editor.edit_clips`). Both streams take the same scheduler steps and the same guidance.
     `windows` (edit/windows.py): a clip longer than the model's window is denoised as one trajectory whose
     velocity blends the windows'; with one window (or None) this is the plain loop, bit for bit.
     `batch_guidance`: the guidance branches in one forward where their shapes allow (Guided).
@@ -260,13 +282,10 @@ def sample(
     # a model trained without Semantic Anchoring (recorded by `train` in config.extra) denoises no semantic tokens
     trained_with_sa = (getattr(model.config, "extra", None) or {}).get("semantic_anchoring", True)
     n_sem = (model.config.semantic_tokens if trained_with_sa else 0) if cfg.semantic_tokens is None else cfg.semantic_tokens
-    latents = torch.randn(latent_shape, generator=generator, dtype=torch.float32).to(device)
     # one semantic state, or (windows.semantic == "per-window") one per window, each from its own noise
     n_states = len(windows.spans) if windowed and windows.semantic == "per-window" else 1
-    states: list[torch.Tensor] = []
-    for _ in range(n_states if n_sem else 0):
-        states.append(torch.randn((b, n_sem, model.config.semantic_dim), generator=generator,
-                                  dtype=torch.float32).to(device))
+    latents, states = _noise(latent_shape, (n_sem, model.config.semantic_dim), n_states if n_sem else 0, generator)
+    latents, states = latents.to(device), [z.to(device) for z in states]
     video_sched = make_scheduler(cfg, scheduler_template)
     sem_scheds = [make_scheduler(cfg, scheduler_template) for _ in states]
     context = context.to(device, dtype)

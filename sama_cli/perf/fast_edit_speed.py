@@ -73,22 +73,32 @@ def compile_rows(quick: bool) -> list[dict]:
              "target": "exact; faster on GPU (CPU gains are small)", "ok": True}]
 
 
-def cache_rows(quick: bool) -> list[dict]:
-    from sama_cli.edit.editor import EditRequest
+def _toy_clips(n: int) -> list[tuple[torch.Tensor, str]]:
+    """`n` fresh toy clips (5 frames, 32x32) with their instructions."""
+    from sama_cli.edit.editor import manifest_rows
+    from sama_cli.io.video import read_video
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run_sama("synth", Path(tmp) / "toy", "--clips", n, "--images", 0, "--t2v", 0, "--frames", 5, "--seed", 7,
+                 "--heldout-frac", 0)
+        rows_ = manifest_rows(Path(tmp) / "toy" / "manifest.jsonl")[0]
+        return [(read_video(r["source"]).frames, r["instruction"]) for r in rows_]
+
+
+def _toy_editor():
     from sama_cli.edit.loading import default_model, load_editor
 
     model = default_model()
-    if model is None:
-        return [skipped_row("edit speed", "--cache", "no embedded toy model")]
-    editor = load_editor(model=model, device="cpu")
-    with tempfile.TemporaryDirectory() as tmp:
-        run_sama("synth", Path(tmp) / "toy", "--clips", 6, "--images", 0, "--t2v", 0, "--frames", 5, "--seed", 7,
-                 "--heldout-frac", 0)
-        from sama_cli.edit.editor import manifest_rows
-        from sama_cli.io.video import read_video
+    return None if model is None else load_editor(model=model, device="cpu")
 
-        rows_ = manifest_rows(Path(tmp) / "toy" / "manifest.jsonl")[0]
-        clips = [(read_video(r["source"]).frames, r["instruction"]) for r in rows_]
+
+def cache_rows(quick: bool) -> list[dict]:
+    from sama_cli.edit.editor import EditRequest
+
+    editor = _toy_editor()
+    if editor is None:
+        return [skipped_row("edit speed", "--cache", "no embedded toy model")]
+    clips = _toy_clips(6)
     out = []
     for cache in ("fbc", "taylorseer"):
         plain = EditRequest().resolve(editor.defaults)
@@ -112,7 +122,34 @@ def cache_rows(quick: bool) -> list[dict]:
     return out
 
 
+def clip_batch_rows(quick: bool) -> list[dict]:
+    """`sama edit --manifest --clip-batch 8`: 16 toy clips denoised 8 at a time against one at a time."""
+    from sama_cli.edit.editor import EditRequest
+
+    editor = _toy_editor()
+    if editor is None:
+        return [skipped_row("edit speed", "--clip-batch", "no embedded toy model")]
+    clips, batch = _toy_clips(16), 8
+    sampling, settings = EditRequest().resolve(editor.defaults)
+
+    def alone():
+        for clip in clips:
+            editor.edit_clips([clip], sampling, settings)
+
+    def together():
+        for i in range(0, len(clips), batch):
+            editor.edit_clips(clips[i:i + batch], sampling, settings)
+
+    a, b = compare_seconds(alone, together, 1 if quick else 3)
+    return [{"area": "edit speed", "what": f"--clip-batch {batch}, embedded toy model, 16 toy clips, "
+                                           f"{sampling.steps} steps, CPU",
+             "value": f"{a / b:.2f}x faster than one clip at a time ({b / len(clips):.2f} vs {a / len(clips):.2f} "
+                      "s a clip)",
+             "target": "the same edits within float rounding (tests/test_edit.py)", "ok": True}]
+
+
 def fast_edit_rows(quick: bool = False) -> list[dict]:
     from sama_cli.perf.multi_rank import multi_rank_rows
 
-    return [*guidance_rows(quick), *compile_rows(quick), *cache_rows(quick), *multi_rank_rows(quick)]
+    return [*guidance_rows(quick), *compile_rows(quick), *cache_rows(quick), *clip_batch_rows(quick),
+            *multi_rank_rows(quick)]
