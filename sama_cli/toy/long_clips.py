@@ -312,7 +312,7 @@ def render_doc(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         f"{meta.get('model_note', '')}), window {meta.get('window', '?')} frames, overlap "
         f"{meta.get('overlap', '?')} frames, {meta.get('steps', '?')} steps. Data: per seed "
         f"s in {summary['seeds']}, `sama synth --seed s --frames {meta.get('frames', '?')} --clips "
-        f"{meta.get('clips', '?')} --heldout-frac 0` (video edits, every kind in turn, scenes the model never saw), "
+        f"{meta.get('clips', '?')} --heldout-frac 0 --grid {meta.get('grid', 1)}` (video edits, every kind in turn, scenes the model never saw), "
         f"edited with `sama edit --manifest ... --seed s --lossless` (the library call `edit_batch`), so a seed "
         f"changes both the clips and the noise. Each clip is {meta.get('frames', '?')} frames = "
         f"{meta.get('windows', '?')} windows; of its frames {c.get('boundary', '?')} are next to a boundary, "
@@ -434,16 +434,16 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     model, editor, card = study_model(args.model)
-    runs = []
+    runs, grid = [], world_grid(card)
     for seed in args.seeds:
         info(f"long-videos: seed {seed}")
-        runs += run_seed(editor, seed, args.out, args.clips, args.frames, world_grid(card))
+        runs += run_seed(editor, seed, args.out, args.clips, args.frames, grid)
     summary = summarise(runs)
     first = runs[0]["clips"][0]
     meta = {"command": "python -m sama_cli.toy.long_clips " + " ".join(argv if argv is not None else sys.argv[1:]),
             "seconds": time.perf_counter() - t0, "threads": args.threads, "model": os.path.relpath(model),
             "model_sha": _digest(model),
-            "model_note": model_note(card), "frames": args.frames, "clips": args.clips,
+            "model_note": model_note(card), "frames": args.frames, "clips": args.clips, "grid": grid,
             "window": runs[0]["window"], "overlap": runs[0]["overlap"], "steps": runs[0]["steps"],
             "windows": runs[0]["windows"], "classes": first["classes"], "pairs": first["pairs"],
             "arm_seconds": {a: sum(r["seconds"] for r in runs if r["arm"] == a) for a in ARMS}}
