@@ -135,8 +135,8 @@ def render(summary: dict[str, Any], sz: dict[str, int], meta: dict[str, Any], ru
         "",
         f"Written by `make toy-lora` (`{meta['command']}`; LoRA training times below). Base: "
         f"the embedded toy model. New edit: `{NEW_KIND}`, paint an object purple, a colour absent from every "
-        "scene and edit the base was trained on. Per seed: fresh `sama synth` data (half the edits the new "
-        "kind, half the six old kinds in turn), `recipes/toy_lora.yaml` (rank "
+        "scene and edit the base was trained on. Per seed: fresh `sama synth` data on the base's "
+        f"{meta.get('grid', 1)}-px grid (half the edits the new kind, half the six old kinds in turn), `recipes/toy_lora.yaml` (rank "
         f"{meta['rank']}, {meta['steps']} steps), then the held-out clips (split `test`) of every kind edited "
         "by the base model and by the base with the adapter (`sama edit --lora`), 20 Euler steps, exact oracle. "
         f"Seeds {', '.join(map(str, summary['seeds']))}; mean ± std over seeds.",
@@ -164,7 +164,7 @@ def render(summary: dict[str, Any], sz: dict[str, int], meta: dict[str, Any], ru
     if big:
         n = sum(v["clips"] for v in big.values())
         lines += ["", f"The old kinds on one larger fixed set ({n} test clips of the base model's own world, "
-                  f"`sama synth --seed 99`), edited by the base and by the base with each seed's LoRA; std over the "
+                  f"`sama synth --seed 99 --grid {meta.get('grid', 1)}`), edited by the base and by the base with each seed's LoRA; std over the "
                   f"{len(runs)} adapters:", "",
                   "| edit kind | test clips | base | with the LoRA | change |", "|---|---|---|---|---|"]
         for k, v in big.items():
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     sz = sizes(base)
     given = sys.argv[1:] if argv is None else argv
     meta = {"command": "python -m sama_cli.toy.lora_study " + " ".join(given), "seconds": time.perf_counter() - t0,
-            "rank": recipe.lora.rank, "steps": steps, "base": base,
+            "rank": recipe.lora.rank, "steps": steps, "base": base, "grid": grid,
             "train_minutes": [r["train_seconds"] / 60 for r in runs]}
     write_study(args.doc, render(summary, sz, meta, runs), {"meta": meta, "summary": summary, "sizes": sz, "runs": runs})
     print(args.doc.read_text())
