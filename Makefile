@@ -62,7 +62,8 @@ DEMO_SEED  ?= 0
 DEMO_SYNTH ?= --clips 480 --images 960 --t2v 160 --frames 5 --size 32 --grid 4 --test-frac 0.3 --heldout-frac 0.15 \
               --kind-weights recolour=2,replace=2,remove=2,add=2
 # --lossless: the oracle scores the edited frames themselves (lossy H.264 is not bit-reproducible)
-EDIT_ARGS  ?= --kind video_edit --steps 20 --guidance 1 --shift 5 --side-by-side --lossless
+# --clip-batch 8: eight clips of the toy world's one shape denoised together (the same edits within rounding)
+EDIT_ARGS  ?= --kind video_edit --steps 20 --guidance 1 --shift 5 --side-by-side --lossless --clip-batch 8
 DEMO_EDIT  ?= --split test,heldout $(EDIT_ARGS)
 # stage 0 alone cannot edit (it saw no video edits): its row on the held-out clips is enough
 DEMO_EDIT0 ?= --split test $(EDIT_ARGS)

@@ -26,7 +26,7 @@ from sama_cli.io.artifacts import atomic_write_text
 from sama_cli.toy.world import EDIT_KINDS
 
 ARMS = {"baseline": (False, False), "+SA": (True, False), "+MA": (False, True), "+SA+MA": (True, True)}
-EDIT_ARGS = ["--steps", "20", "--guidance", "1", "--shift", "5", "--kind", "video_edit"]
+EDIT_ARGS = ["--steps", "20", "--guidance", "1", "--shift", "5", "--clip-batch", "8", "--kind", "video_edit"]
 # stage 1 on both held-out splits; stage 0 alone (the zero-shot question) on the held-out clips only
 SPLITS = {"stage0": "test", "stage1": "test,heldout"}
 LOSS_LEVEL = 0.6  # convergence: first stage-1 step whose smoothed flow loss is below this

@@ -25,7 +25,7 @@ from sama_cli.toy.world import ALL_KINDS
 
 RECIPE = "recipes/toy_lora.yaml"
 NEW_KIND = "recolour_new"
-EDIT_ARGS = ["--steps", "20", "--guidance", "1", "--shift", "5", "--split", "test", "--kind", "video_edit",
+EDIT_ARGS = ["--steps", "20", "--guidance", "1", "--shift", "5", "--clip-batch", "8", "--split", "test", "--kind", "video_edit",
              "--lossless"]
 
 
