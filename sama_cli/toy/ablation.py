@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -143,8 +144,21 @@ def claim_verdict(results: list[dict[str, Any]], pairs, metric, lower_is_better:
     return "the spread cannot decide"
 
 
+def _params(checkpoint: Path) -> float | None:
+    """Millions of parameters in a checkpoint's model.safetensors (None when it is not there)."""
+    from safetensors import safe_open
+
+    path = checkpoint / "model.safetensors"
+    if not path.is_file():
+        return None
+    with safe_open(str(path), "pt") as f:
+        return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys()) / 1e6
+
+
 def write_doc(results: list[dict[str, Any]], out: Path, doc: Path, s0: int, s1: int, source: dict | None) -> None:
     seeds = sorted({r["seed"] for r in results})
+    first = results[0]
+    params = _params(out / f"{first['arm'].replace('+', 'p')}_s{first['seed']}" / "stage1" / "export" / "ema")
     rows = []
     for arm in ARMS:
         rs = [r for r in results if r["arm"] == arm]
@@ -228,7 +242,8 @@ def write_doc(results: list[dict[str, Any]], out: Path, doc: Path, s0: int, s1: 
         *[f"- SA per kind, {k}: " + _compare(results, "baseline", "+SA", lambda r, k=k: r.get("stage1_kinds", {}).get(k))
           + "." for k in kinds],
         "- Zero shot: " + zero_shot,
-        "- Scale caveat: a 3.9M-parameter model, 32x32 frames of flat shapes, minutes of CPU training. The",
+        f"- Scale caveat: a {'' if params is None else f'{params:.1f}M-parameter '}model, 32x32 frames of flat "
+        "shapes, minutes of CPU training. The",
         "  paper's claims are about 14B models on real video; at this scale a null result does not refute them,",
         "  and a positive one does not confirm them beyond this toy world.",
         "", "Per-run numbers: `ablation.json` in the output folder.", ""]
