@@ -100,6 +100,7 @@ def test_the_14b_plan_by_hand() -> None:
     and 65 semantic: 65,585. 14.29B DiT parameters in bf16, 5.68B in UMT5-XXL's encoder. On 80 GB it fits;
     on 24 GB only with FP8, group offloading, one guidance branch a forward and VAE tiling."""
     res, plan = _plan("--gpu-memory", "80")
+    plan_80 = plan
     assert res.returncode == 0, res.stderr
     assert plan["tokens"] == 65585 and plan["target_tokens"] == 32760 and plan["batch_per_forward"] == 2
     d, f, L = 5120, 13824, 65585
@@ -115,6 +116,13 @@ def test_the_14b_plan_by_hand() -> None:
     res, plan = _plan("--gpu-memory", "24", "--fp8", "--offload", "group", "--no-batch-cfg", "--tiling")
     assert res.returncode == 0 and plan["fits"] is True, res.stderr
     assert plan["stages"][1]["weights_bytes"] < dit["weights_bytes"] * 0.51
+    # --clip-batch 2: two clips through the DiT at once, twice its activations; text and VAE go clip by clip
+    res, two = _plan("--gpu-memory", "80", "--clip-batch", "2")
+    assert res.returncode == 0 and two["batch_per_forward"] == 4, res.stderr
+    assert two["stages"][1]["activation_bytes"] == 2 * dit["activation_bytes"]
+    assert two["stages"][0]["activation_bytes"] == te["activation_bytes"]
+    assert two["stages"][2]["activation_bytes"] == plan_80["stages"][2]["activation_bytes"]
+    assert two["flops_per_edit"] == plan_80["flops_per_edit"]
 
 
 def test_the_14b_plan_on_eight_ranks_by_hand() -> None:

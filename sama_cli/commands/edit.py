@@ -136,7 +136,8 @@ def edit(
                                  "sequence split within them."),
     plan: bool = typer.Option(False, "--plan", help="Read no weights and edit nothing: print the tokens, FLOPs and "
                               "peak GPU memory per stage this edit would take (IN may be a clip, or give "
-                              "--plan-frames/--size; --model may be a preset such as wan2.1-t2v-14b)."),
+                              "--plan-frames/--size; --model may be a preset such as wan2.1-t2v-14b; with "
+                              "--clip-batch N, for N such clips denoised together; FLOPs stay a clip's)."),
     plan_frames: int | None = typer.Option(None, "--plan-frames", help="--plan without a clip: its frame count."),
     plan_ranks: int = typer.Option(1, "--plan-ranks", help="--plan: for this many torchrun processes (with "
                                    "--parallel); memory is then per rank."),
@@ -264,7 +265,7 @@ def _plan(src: Path | None, frames: int | None, model: str | None, base: str | N
     req = PlanRequest(frames=n, height=size[0], width=size[1], steps=sampling.steps, branches=branches,
                       batch_guidance=settings.batch_guidance is not False, window=request.window,
                       overlap=request.overlap,
-                      window_batch=settings.window_batch, dtype=dt, fp8=fp8, offload=offload, tiling=tiling,
+                      window_batch=settings.window_batch, clip_batch=settings.clip_batch, dtype=dt, fp8=fp8, offload=offload, tiling=tiling,
                       gpu_memory_gb=gpu_memory, ranks=ranks, parallel=parallel)
     result = make_plan(parts, req)
     err.print(plan_table(result))

@@ -54,6 +54,7 @@ class PlanRequest:
     window: int | None = None  # latent frames are counted from pixel frames with the codec's factor
     overlap: int | None = None
     window_batch: int = 1
+    clip_batch: int = 1  # clips denoised together (--clip-batch): the DiT's batch grows, the rest is per clip
     dtype: torch.dtype = torch.bfloat16
     fp8: bool = False
     offload: str = "none"  # none | model | group
@@ -262,7 +263,7 @@ def make_plan(parts: Parts, req: PlanRequest) -> Plan:
     layout = choose_layout(req.ranks, req.branches, cfg.num_heads, req.parallel)
     branches = math.ceil(req.branches / layout.guidance)  # this rank's
     forwards_per_step = (1 if req.batch_guidance else branches) * math.ceil(windows / req.window_batch)
-    batch = (branches if req.batch_guidance else 1) * min(req.window_batch, windows)
+    batch = (branches if req.batch_guidance else 1) * min(req.window_batch, windows) * req.clip_batch
     per_step = per_forward * req.branches * windows
     per_rank_step = per_forward * branches * windows / layout.sequence
 
