@@ -147,6 +147,23 @@ def test_merged_weights_are_base_plus_scaled_adapter(tmp_path: Path) -> None:
     torch.testing.assert_close(w["type_embedding.weight"], te + 0.7 * (loaded["sama.type_embedding.weight"] - te))
 
 
+def test_two_files_add_their_changes_to_the_base_in_any_order(tmp_path: Path) -> None:
+    """Two LoRA files at scales 0.5 and 0.3: a fully trained SAMA tensor becomes base + 0.5 (t1 - base) +
+    0.3 (t2 - base), as the adapters add up, and the order of the files does not matter."""
+    first, _ = _trained_lora(tmp_path / "1")
+    second = tmp_path / "2" / "b.safetensors"
+    t1, meta = read_lora(first)
+    t2 = {k: v * 2 + 0.05 for k, v in t1.items()}  # another trained file for the same model
+    save_lora(t2, second, LoraSpec(rank=4, alpha=8.0), base="tiny seed 0", recipe_yaml="name: t\n")
+    te = dict(build_model(from_preset("tiny"), seed=0).named_parameters())["type_embedding.weight"].detach()
+    key = "sama.type_embedding.weight"
+    want = te + 0.5 * (t1[key] - te) + 0.3 * (t2[key] - te)
+    for order in ([(str(first), 0.5), (str(second), 0.3)], [(str(second), 0.3), (str(first), 0.5)]):
+        model = build_model(from_preset("tiny"), seed=0).eval()
+        load_loras(model, order)
+        torch.testing.assert_close(dict(model.named_parameters())["type_embedding.weight"].detach(), want)
+
+
 def test_a_lora_for_another_model_is_one_line_naming_the_key(tmp_path: Path) -> None:
     path, _ = _trained_lora(tmp_path)
     bigger = build_model(from_preset("tiny", dim=64, num_heads=4), seed=0)

@@ -169,9 +169,11 @@ def parse_lora_arg(text: str) -> tuple[str, float]:
 
 def load_loras(model, loras: list[tuple[str, float]]) -> list[dict[str, Any]]:
     """Put each LoRA file on `model` at its scale (diffusers' `load_lora_adapter` with the file's peft
-    config; several adapters add up). Returns what was loaded, for the edit summary."""
+    config; several adapters add up, and so do their fully trained SAMA tensors: base + sum of s (trained -
+    base), whatever the order). Returns what was loaded, for the edit summary."""
     loaded = []
     names, scales = [], []
+    base: dict[str, torch.Tensor] = {}  # SAMA tensors before any file: each file's change is against these
     for i, (path, scale) in enumerate(loras):
         tensors, meta = read_lora(path)
         check_lora(tensors, model, path)
@@ -183,8 +185,9 @@ def load_loras(model, loras: list[tuple[str, float]]) -> list[dict[str, Any]]:
             params = dict(model.named_parameters())
             for key, t in tensors.items():
                 if key.startswith(SAMA_PREFIX):
-                    p = params[key.removeprefix(SAMA_PREFIX)]
-                    p.add_(scale * (t.to(p.dtype) - p))  # base + s (trained - base): s = 0 leaves the base as is
+                    param = key.removeprefix(SAMA_PREFIX)
+                    p, b = params[param], base.setdefault(param, params[param].detach().clone())
+                    p.add_(scale * (t.to(p.dtype) - b))  # base + s (trained - base): s = 0 leaves the base as is
         names.append(name)
         scales.append(scale)
         loaded.append({"file": str(path), "scale": scale, "tensors": len(tensors), "base": meta.get("sama_base", "")})
