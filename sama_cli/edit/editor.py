@@ -292,16 +292,19 @@ class Editor:
         return WindowPlan.make(latent_total, latent_frames(window, k), overlap // k,
                                semantic=settings.semantic_windows, batch=settings.window_batch)
 
-    def encode_prompts(self, instruction: str, settings: EditSettings) -> tuple[torch.Tensor, torch.Tensor]:
-        """(context, negative context), each (1, text_len, D), zero-padded as Wan does."""
-        if not instruction or not instruction.strip():
-            raise InputError("the instruction is empty: say what to change, e.g. \"make it winter\"")
+    def encode_prompts(self, instructions: list[str], settings: EditSettings) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per instruction, (context, negative context), each (1, text_len, D), zero-padded as Wan does; one
+        instruction at a time (as alone), the text encoder on its device once for all."""
+        for instruction in instructions:
+            if not instruction or not instruction.strip():
+                raise InputError("the instruction is empty: say what to change, e.g. \"make it winter\"")
+        out = []
         with self._stage(self.text_encoder, self.text_device), torch.no_grad():
-            embeds = self.text_encoder([settings.prompt_prefix + instruction.strip(), settings.negative_prompt])
-            padded = self.text_encoder.pad(embeds, self.model.config.text_len)
-        if settings.null_negative:
-            return padded[:1], torch.zeros_like(padded[1:])
-        return padded[:1], padded[1:]
+            for instruction in instructions:
+                embeds = self.text_encoder([settings.prompt_prefix + instruction.strip(), settings.negative_prompt])
+                padded = self.text_encoder.pad(embeds, self.model.config.text_len)
+                out.append((padded[:1], torch.zeros_like(padded[1:]) if settings.null_negative else padded[1:]))
+        return out
 
     def edit_frames(self, frames_thwc: torch.Tensor, instruction: str, sampling: SamplingConfig,
                     settings: EditSettings, on_step=None) -> tuple[torch.Tensor | None, EditReport]:
@@ -325,18 +328,17 @@ class Editor:
         if len({tuple(frames.shape) for frames, _ in clips}) != 1:
             raise ConfigError("the clips of one batch must have the same frames and size: "
                               + ", ".join("x".join(map(str, f.shape[:3])) for f, _ in clips))
-        seconds: list[dict[str, float]] = [{} for _ in clips]
-        contexts, sources = [], []
-        for (frames, instruction), sec in zip(clips, seconds, strict=True):
-            t0 = time.perf_counter()
-            contexts.append(self.encode_prompts(instruction, settings))
-            sec["text"] = time.perf_counter() - t0
-            padded = fit_frames(frames, "pad", k=self.codec.temporal_factor)  # 1+4k for Wan (docs/sama.md §4)
-            video = padded.permute(3, 0, 1, 2).unsqueeze(0).float().div(127.5).sub(1)  # (1, 3, T, H, W) in [-1, 1]
-            t0 = time.perf_counter()
-            with self._stage(self.codec, self.device), torch.no_grad():
+        t0 = time.perf_counter()
+        contexts = self.encode_prompts([instruction for _, instruction in clips], settings)
+        seconds: list[dict[str, float]] = [{"text": (time.perf_counter() - t0) / len(clips)} for _ in clips]
+        sources = []
+        with self._stage(self.codec, self.device), torch.no_grad():
+            for (frames, _), sec in zip(clips, seconds, strict=True):
+                t0 = time.perf_counter()
+                padded = fit_frames(frames, "pad", k=self.codec.temporal_factor)  # 1+4k for Wan (docs/sama.md §4)
+                video = padded.permute(3, 0, 1, 2).unsqueeze(0).float().div(127.5).sub(1)  # (1, 3, T, H, W), [-1, 1]
                 sources.append(self.codec.encode(video.to(self.device)))
-            sec["encode"] = time.perf_counter() - t0
+                sec["encode"] = time.perf_counter() - t0
         n, h, w = clips[0][0].shape[:3]
         n_pad = padded.shape[0] - n
         context, negative = torch.cat([c for c, _ in contexts]), torch.cat([neg for _, neg in contexts])
@@ -362,13 +364,13 @@ class Editor:
 
         edited: list[torch.Tensor | None] = [None] * len(clips)
         if self.writes:  # the other ranks of a multi-rank edit only help denoise
-            for i, sec in enumerate(seconds):
-                t0 = time.perf_counter()
-                with self._stage(self.codec, self.device), torch.no_grad():
+            with self._stage(self.codec, self.device), torch.no_grad():
+                for i, sec in enumerate(seconds):
+                    t0 = time.perf_counter()
                     decoded = self.codec.decode(result.latents[i:i + 1].to(self.device))  # (1, 3, T', H, W)
-                sec["decode"] = time.perf_counter() - t0
-                out = decoded[0, :, :n].clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(1, 2, 3, 0)
-                edited[i] = out.cpu().contiguous()
+                    sec["decode"] = time.perf_counter() - t0
+                    out = decoded[0, :, :n].clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(1, 2, 3, 0)
+                    edited[i] = out.cpu().contiguous()
         peak = _peak_memory_mb(self.device)
         skipped = counter.skipped(result.forwards) if counter is not None else 0.0
         return [(out, EditReport(frames=n, fps=0.0, size=(h, w), padded_frames=n_pad, steps=sampling.steps,
