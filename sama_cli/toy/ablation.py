@@ -168,7 +168,10 @@ def _params(checkpoint: Path) -> float | None:
         return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys()) / 1e6
 
 
-def write_doc(results: list[dict[str, Any]], out: Path, doc: Path, s0: int, s1: int, source: dict | None) -> None:
+def write_doc(results: list[dict[str, Any]], out: Path, doc: Path, s0: int, s1: int, source: dict | None,
+              demo: dict | None = None) -> None:
+    """docs/ablation.md from the arms' results; `source` and `demo`: make demo's split-test scores of the
+    unedited source and of its stage-1 model (the +SA+MA arm of seed 0: the same recipes, seed and data)."""
     seeds = sorted({r["seed"] for r in results})
     first = results[0]
     params = _params(out / f"{first['arm'].replace('+', 'p')}_s{first['seed']}" / "stage1" / "export" / "ema")
@@ -256,6 +259,11 @@ def write_doc(results: list[dict[str, Any]], out: Path, doc: Path, s0: int, s1: 
         *[f"- SA per kind, {k}: " + _compare(results, "baseline", "+SA", lambda r, k=k: r.get("stage1_kinds", {}).get(k))
           + "." for k in kinds],
         "- Zero shot: " + zero_shot,
+        *([f"- Check: the +SA+MA arm of seed 0 is `make demo`'s stage-1 model when it runs the demo's steps (the "
+           "default; the same recipes, seed and data): "
+           f"split test edit accuracy {same[0]['stage1']['edit_accuracy']:.4f} here, {demo['edit_accuracy']:.4f} "
+           "in the demo's report."] if demo and (same := [r for r in results if r["arm"] == "+SA+MA" and r["seed"] == 0])
+          else []),
         f"- Scale caveat: a {'' if params is None else f'{params:.1f}M-parameter '}model, 32x32 frames of flat "
         "shapes, minutes of CPU training. The",
         "  paper's claims are about 14B models on real video; at this scale a null result does not refute them,",
@@ -305,7 +313,9 @@ def main(argv: list[str] | None = None) -> int:
             results.append(run_arm(arm, seed, args.demo, args.out, args.stage0_steps, args.stage1_steps))
     source = args.demo / "report_source" / "summary.json"  # the unedited source, scored by `make demo`
     baseline = json.loads(source.read_text())["splits"].get("test") if source.is_file() else None
-    write_doc(results, args.out, args.doc, args.stage0_steps, args.stage1_steps, baseline)
+    report = args.demo / "report" / "summary.json"  # the demo's stage-1 model
+    demo = json.loads(report.read_text())["splits"].get("test") if report.is_file() else None
+    write_doc(results, args.out, args.doc, args.stage0_steps, args.stage1_steps, baseline, demo)
     info(f"wrote {args.doc}")
     return 0
 
