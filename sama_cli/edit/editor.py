@@ -523,9 +523,9 @@ class _Batcher:
     of one shape), and what became of each row."""
 
     def __init__(self, editor: Editor, report: BatchReport, sampling: SamplingConfig, settings: EditSettings,
-                 writes: bool, **write_options: Any):
+                 writes: bool, side_by_side: bool, **write_options: Any):
         self.editor, self.report, self.sampling, self.settings = editor, report, sampling, settings
-        self.writes, self.write_options = writes, write_options
+        self.writes, self.side_by_side, self.write_options = writes, side_by_side, write_options
         self.pending: list[tuple[dict, Path, SourceClip]] = []
 
     def fail(self, row: dict, e: Exception, t0: float) -> None:
@@ -569,10 +569,10 @@ class _Batcher:
         for (row, target, clip), (frames, one) in zip(batch, edited, strict=True):
             if frames is None:  # a rank of a multi-rank edit that does not write
                 continue
-            options = dict(self.write_options)
-            sbs = target.with_suffix(".sbs.mp4") if options.pop("side_by_side") else None
+            sbs = target.with_suffix(".sbs.mp4") if self.side_by_side else None
             try:
-                write_edit(clip, frames, one, target, self.settings, side_by_side=sbs, quiet=True, **options)
+                write_edit(clip, frames, one, target, self.settings, side_by_side=sbs, quiet=True,
+                           **self.write_options)
                 self.report.done.append({"id": row["id"], "output": str(target), **one.as_dict()})
             except StorageError:
                 raise
