@@ -65,9 +65,14 @@ def _splits(report: Path) -> dict[str, dict[str, float]]:
     return json.loads((report / "summary.json").read_text())["splits"]
 
 
+def arm_dir(out: Path, arm: str, seed: int) -> Path:
+    """An arm's folder under the ablation's output: `pSApMA_s0` for +SA+MA, seed 0."""
+    return out / f"{arm.replace('+', 'p')}_s{seed}"
+
+
 def run_arm(arm: str, seed: int, demo: Path, out: Path, s0: int, s1: int) -> dict[str, Any]:
     sa, ma = ARMS[arm]
-    root = out / f"{arm.replace('+', 'p')}_s{seed}"
+    root = arm_dir(out, arm, seed)
     data = demo / ("anc" if ma else "anc_plain") / "manifest.jsonl"
     common = [f"train.seed={seed}", f"train.semantic={str(sa).lower()}", "train.log_every=5",
               f"data.manifests=[{data}]"]
@@ -174,7 +179,7 @@ def write_doc(results: list[dict[str, Any]], out: Path, doc: Path, s0: int, s1: 
     unedited source and of its stage-1 model (the +SA+MA arm of seed 0: the same recipes, seed and data)."""
     seeds = sorted({r["seed"] for r in results})
     first = results[0]
-    params = _params(out / f"{first['arm'].replace('+', 'p')}_s{first['seed']}" / "stage1" / "export" / "ema")
+    params = _params(arm_dir(out, first["arm"], first["seed"]) / "stage1" / "export" / "ema")
     rows = []
     for arm in ARMS:
         rs = [r for r in results if r["arm"] == arm]
