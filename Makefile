@@ -113,7 +113,7 @@ $(DEMO)/anc_plain/manifest.jsonl: $(DEMO)/toy/manifest.jsonl
 	$(SAMA) encode $< -o $(DEMO)/lat_plain --vae pixel:s4 --text-encoder tiny
 	$(SAMA) anchor $(DEMO)/lat_plain/manifest.jsonl -o $(DEMO)/anc_plain --grid 2
 
-ablation: $(DEMO)/anc/manifest.jsonl $(DEMO)/anc_plain/manifest.jsonl  ## the paper's claims at toy scale (~2.5 h: 12 trainings of the demo's length)
+ablation: $(DEMO)/anc/manifest.jsonl $(DEMO)/anc_plain/manifest.jsonl  ## the paper's claims at toy scale (~1.5-2.5 h by machine: 12 trainings of the demo's length)
 	$(BIN)/python -m sama_cli.toy.ablation --demo $(DEMO) --out $(OUT)/ablation $(ABLATION_ARGS)
 
 # ---- whole videos (issue 16): toy clips several windows long, boundary vs interior frames -> docs/long_videos.md ----
