@@ -61,10 +61,6 @@ def _train_seconds(root: Path) -> float:
     return total
 
 
-def _splits(report: Path) -> dict[str, dict[str, float]]:
-    return json.loads((report / "summary.json").read_text())["splits"]
-
-
 def arm_dir(out: Path, arm: str, seed: int) -> Path:
     """An arm's folder under the ablation's output: `pSApMA_s0` for +SA+MA, seed 0."""
     return out / f"{arm.replace('+', 'p')}_s{seed}"
